@@ -11,6 +11,13 @@
 //	if err != nil {
 //		// err is an ErrorList: one "FILE:LINE:COL: field.path: message" per line.
 //	}
+//
+// Any value may reference the environment as ${NAME} or ${NAME:-default}
+// ($$ is a literal $). References are expanded after parsing, so positions
+// stay true, and an unquoted reference is typed by what it expands to:
+// "max_conns: ${MAXC:-512}" is the integer 512. Anchors, aliases and merge
+// keys ("<<: *defaults") work; top-level keys starting with "x-" are ignored,
+// to give shared anchors a home.
 package config
 
 import (
@@ -21,10 +28,15 @@ import (
 // Config is a loaded, defaulted and validated Keystone configuration.
 // It is immutable once Load returns; a reload builds a new one.
 type Config struct {
-	Server  Server   `yaml:"server"`
-	Admin   Admin    `yaml:"admin"`
-	Logging Logging  `yaml:"logging"`
-	Lua     Lua      `yaml:"lua"`
+	// Server is the client-facing listener.
+	Server Server `yaml:"server"`
+	// Admin is the admin JSON API.
+	Admin Admin `yaml:"admin"`
+	// Logging is the structured and access logs.
+	Logging Logging `yaml:"logging"`
+	// Lua is the script engine.
+	Lua Lua `yaml:"lua"`
+	// Tenants are the routed applications, at least one.
 	Tenants []Tenant `yaml:"tenants"`
 
 	// File is the path the config was read from, or "(default)" for the
@@ -41,6 +53,9 @@ type Config struct {
 	// ScriptsDir is the directory Scripts was opened from, for messages;
 	// "(default)" for the embedded scripts.
 	ScriptsDir string `yaml:"-"`
+
+	// pos maps field paths to where they were written, for Errorf.
+	pos map[string]fieldPos
 }
 
 // Server configures the client-facing listener and its hardening limits.
@@ -175,11 +190,14 @@ type Tenant struct {
 
 	// Domains are exact host names or one leading wildcard label
 	// ("*.api.example.com"), compared case-insensitively without the port.
+	// Load stores them lowercased, and IP addresses in canonical form
+	// (IPv6 without brackets, as net.SplitHostPort returns them).
 	Domains []string `yaml:"domains"`
 
 	// PathPrefix matches the request path on a segment boundary: "/api"
 	// matches "/api" and "/api/x", not "/apix". Either Domains or PathPrefix
-	// (or both) must be set.
+	// (or both) must be set. "/" matches every path; Load stores it as "",
+	// so after Load an empty PathPrefix always means "any path".
 	PathPrefix string `yaml:"path_prefix"`
 
 	// StripPrefix removes PathPrefix from the path sent upstream.
@@ -197,6 +215,7 @@ type Tenant struct {
 	// script may have none.
 	Upstreams []Upstream `yaml:"upstreams"`
 
+	// Timeouts bounds connecting to and waiting on upstreams.
 	Timeouts Timeouts `yaml:"timeouts"`
 
 	// Pool sizes the keep-alive connection pool to each upstream.
@@ -210,7 +229,9 @@ type Tenant struct {
 	// instead of buffering them (large downloads, server-sent events).
 	StreamResponseBody bool `yaml:"stream_response_body"`
 
-	// Script is the tenant's Lua script, relative to lua.scripts_dir.
+	// Script is the tenant's Lua script, relative to lua.scripts_dir: an
+	// fs.ValidPath name in Config.Scripts once loaded ("./a.lua" is stored
+	// as "a.lua").
 	Script string `yaml:"script"`
 
 	// HealthCheck enables active health checks. Nil: none; every upstream
@@ -233,7 +254,8 @@ type Tenant struct {
 // Upstream is one server a tenant proxies to.
 type Upstream struct {
 	// URL is an absolute http:// or https:// URL with a host and no path,
-	// query or fragment.
+	// query or fragment. Load stores it canonical: scheme and host
+	// lowercased, no trailing "/", so it can key state kept across reloads.
 	URL string `yaml:"url"`
 
 	// Weight is the share for weighted_round_robin, 1..1000. Default 1.
@@ -356,8 +378,11 @@ type Retries struct {
 
 // RetryOn is the parsed form of Retries.On.
 type RetryOn struct {
+	// ConnectError retries a request that could not connect to an
+	// upstream (it never reached one, so any method is safe to retry).
 	ConnectError bool
-	Timeout      bool
+	// Timeout retries an attempt that timed out.
+	Timeout bool
 	// Statuses are upstream status codes that are retried.
 	Statuses []int
 }
@@ -375,6 +400,8 @@ func (r RetryOn) RetriesStatus(code int) bool {
 // StatusRange is an inclusive range of HTTP status codes. In YAML it is a
 // code (200), a range ("200-399") or a class ("2xx").
 type StatusRange struct {
+	// Min and Max are the lowest and highest codes of the range; equal
+	// for a single code.
 	Min, Max int
 }
 

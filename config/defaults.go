@@ -1,0 +1,144 @@
+package config
+
+import (
+	"reflect"
+	"runtime"
+	"time"
+)
+
+// The defaults below are the ones the field docs in config.go promise. They
+// are built fresh by functions, never kept in package variables, so that no
+// caller can change a default for everyone by writing to a shared slice.
+//
+// Parse decodes each section, list item and optional block over a value
+// that holds its defaults already. That is how a default of true (admin
+// enabled, access_log, preserve_host) stays distinguishable from an
+// explicit false: an absent key leaves the default, a written one replaces
+// it, and a written 0 is validated rather than taken for "unset".
+
+// defaultConfig returns a Config with the defaults of every section. The
+// Lua pool sizes depend on each other and on GOMAXPROCS; finishDefaults
+// fills them after decoding.
+func defaultConfig() Config {
+	return Config{
+		Server: Server{
+			Listen:                ":8080",
+			ReadTimeout:           Duration(30 * time.Second),
+			WriteTimeout:          Duration(30 * time.Second),
+			IdleTimeout:           Duration(60 * time.Second),
+			HeaderTimeout:         Duration(10 * time.Second),
+			MaxRequestBody:        10 * MiB,
+			StreamRequestBodyOver: 1 * MiB,
+			MaxHeaderBytes:        32 * KiB,
+			MaxRequestLine:        8 * KiB,
+			MaxHeaders:            100,
+			MaxConns:              262144,
+			ShutdownGrace:         Duration(15 * time.Second),
+			RequestIDHeader:       "X-Request-ID",
+		},
+		Admin: Admin{
+			Enabled: true,
+			Prefix:  "/admin",
+		},
+		Logging: Logging{
+			Level:     "info",
+			Format:    "json",
+			AccessLog: true,
+			Output:    "stdout",
+		},
+		Lua: Lua{
+			MaxExecution:    Duration(50 * time.Millisecond),
+			CallStackSize:   200,
+			RegistryMaxSize: 262144,
+			MaxStringSize:   16 * MiB,
+		},
+	}
+}
+
+// finishDefaults fills the defaults that depend on other values: the Lua
+// pool is sized from GOMAXPROCS unless set, and MaxVMs from the pool.
+func finishDefaults(c *Config, set func(path string) bool) {
+	if !set("lua.pool_size") {
+		c.Lua.PoolSize = runtime.GOMAXPROCS(0)
+	}
+	if !set("lua.max_vms") {
+		c.Lua.MaxVMs = max(4*c.Lua.PoolSize, 64)
+	}
+}
+
+// defaultTenant returns a Tenant with every default set.
+func defaultTenant() Tenant {
+	return Tenant{
+		PreserveHost: true,
+		Balancer:     "round_robin",
+		Timeouts: Timeouts{
+			Connect: Duration(5 * time.Second),
+			Request: Duration(30 * time.Second),
+		},
+		Pool: Pool{
+			MaxConns:    1024,
+			IdleTimeout: Duration(30 * time.Second),
+			MaxConnWait: Duration(1 * time.Second),
+		},
+		MaxResponseBody: 64 * MiB,
+		Retries: Retries{
+			Attempts:    1,
+			On:          []string{"connect_error"},
+			BudgetRatio: 0.2,
+		},
+	}
+}
+
+func defaultHealthCheck() HealthCheck {
+	return HealthCheck{
+		Path:               "/health",
+		Interval:           Duration(15 * time.Second),
+		Timeout:            Duration(2 * time.Second),
+		HealthyThreshold:   2,
+		UnhealthyThreshold: 3,
+		ExpectedStatus:     []StatusRange{{Min: 200, Max: 399}},
+	}
+}
+
+func defaultOutlierDetection() OutlierDetection {
+	return OutlierDetection{
+		ConsecutiveFailures: 5,
+		Backoff:             Duration(30 * time.Second),
+		MaxBackoff:          Duration(5 * time.Minute),
+	}
+}
+
+func defaultCircuitBreaker() CircuitBreaker {
+	return CircuitBreaker{
+		FailureThreshold:    5,
+		FailureRatio:        0.5,
+		MinRequests:         20,
+		Window:              Duration(10 * time.Second),
+		OpenTimeout:         Duration(30 * time.Second),
+		HalfOpenMaxRequests: 1,
+	}
+}
+
+// newDefault returns a pointer to a new value of type t holding t's
+// defaults: what a list item or an optional block starts from before its
+// keys are decoded over it.
+func newDefault(t reflect.Type) reflect.Value {
+	p := reflect.New(t)
+	var v any
+	switch t {
+	case reflect.TypeFor[Tenant]():
+		v = defaultTenant()
+	case reflect.TypeFor[Upstream]():
+		v = Upstream{Weight: 1}
+	case reflect.TypeFor[HealthCheck]():
+		v = defaultHealthCheck()
+	case reflect.TypeFor[OutlierDetection]():
+		v = defaultOutlierDetection()
+	case reflect.TypeFor[CircuitBreaker]():
+		v = defaultCircuitBreaker()
+	default:
+		return p
+	}
+	p.Elem().Set(reflect.ValueOf(v))
+	return p
+}
