@@ -1,0 +1,104 @@
+package luavm
+
+import (
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	lua "github.com/yuin/gopher-lua"
+)
+
+// defaultHTTPClient serves keystone.http when Options.HTTPClient is nil.
+// It is configured once here and never modified; fasthttp.Client is safe
+// for concurrent use and pools connections per host.
+var defaultHTTPClient = &fasthttp.Client{
+	Name:                     "keystone-lua",
+	MaxConnsPerHost:          256,
+	MaxIdleConnDuration:      30 * time.Second,
+	MaxConnWaitTimeout:       time.Second,
+	ReadTimeout:              30 * time.Second,
+	WriteTimeout:             30 * time.Second,
+	MaxResponseBodySize:      64 << 20,
+	NoDefaultUserAgentHeader: false,
+}
+
+const (
+	defaultHTTPTimeout = 5 * time.Second
+	maxHTTPTimeout     = 5 * time.Minute
+)
+
+// httpDo implements keystone.http.Get(url, opts), Post(url, opts) and
+// Do(method, url, opts); opts = {headers = {...}, body = "...", timeout =
+// seconds}. It returns {status =, headers =, body =} or nil, err. The Lua
+// clock is paused while the request is in flight; timeout bounds it.
+func (v *vm) httpDo(L *lua.LState, method string, n int) int {
+	if method == "" {
+		method = strings.ToUpper(L.CheckString(n))
+		if !validToken(method) {
+			L.ArgError(n, "invalid HTTP method "+quote(method))
+		}
+		n++
+	}
+	url := L.CheckString(n)
+	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
+		L.ArgError(n, "expected an absolute http(s) URL, got "+quote(url))
+	}
+	opts := L.OptTable(n+1, nil)
+
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(url)
+	req.Header.SetMethod(method)
+	timeout := defaultHTTPTimeout
+	if opts != nil {
+		if h, ok := opts.RawGetString("headers").(*lua.LTable); ok {
+			h.ForEach(func(k, val lua.LValue) {
+				ks, vs := lua.LVAsString(k), lua.LVAsString(val)
+				if !validToken(ks) || !validHeaderValue(vs) {
+					L.ArgError(n+1, "invalid header "+quote(ks))
+				}
+				req.Header.Set(ks, vs)
+			})
+		}
+		if b, ok := opts.RawGetString("body").(lua.LString); ok {
+			req.SetBodyString(string(b))
+		}
+		if t, ok := opts.RawGetString("timeout").(lua.LNumber); ok {
+			if t <= 0 || float64(t) > maxHTTPTimeout.Seconds() {
+				L.ArgError(n+1, "timeout must be a positive number of seconds, at most 300")
+			}
+			timeout = time.Duration(float64(t) * float64(time.Second))
+		}
+	}
+
+	if !v.dl.pause() {
+		L.RaiseError("%s", errTimeoutText)
+	}
+	err := v.s.http.DoTimeout(req, resp, timeout)
+	v.dl.resume()
+	if err != nil {
+		L.Push(lua.LNil)
+		L.Push(lua.LString("keystone.http: " + err.Error()))
+		return 2
+	}
+	body := resp.Body()
+	if len(body) > v.s.cfg.MaxStringSize {
+		L.Push(lua.LNil)
+		L.Push(lua.LString("keystone.http: response body exceeds the string limit"))
+		return 2
+	}
+	headers := L.NewTable()
+	for k, val := range resp.Header.All() {
+		if headers.RawGetString(string(k)) == lua.LNil {
+			headers.RawSetString(string(k), lua.LString(val))
+		}
+	}
+	t := L.CreateTable(0, 3)
+	t.RawSetString("status", lua.LNumber(resp.StatusCode()))
+	t.RawSetString("headers", headers)
+	t.RawSetString("body", lua.LString(body))
+	L.Push(t)
+	return 1
+}

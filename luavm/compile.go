@@ -1,0 +1,103 @@
+package luavm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+
+	lua "github.com/yuin/gopher-lua"
+	"github.com/yuin/gopher-lua/parse"
+)
+
+// Program is a script compiled once: its main chunk as a
+// *lua.FunctionProto, which every VM instantiates with
+// L.NewFunctionFromProto. A Program is immutable and safe for concurrent
+// use; gopher-lua never writes to a FunctionProto while running it.
+type Program struct {
+	fsys  fs.FS
+	name  string
+	proto *lua.FunctionProto
+	lines int
+}
+
+// Name returns the script's path inside its file system.
+func (p *Program) Name() string { return p.name }
+
+// Compile reads name from fsys, parses and compiles it. Errors are an
+// ErrorList of one *Error, "FILE:LINE:COL: message" (the column only for
+// parse errors: gopher-lua's compiler reports lines alone).
+func Compile(fsys fs.FS, name string) (*Program, error) {
+	if !fs.ValidPath(name) || name == "." {
+		return nil, ErrorList{{File: name, Msg: fmt.Sprintf("invalid script path %q: expected a slash-separated path inside the scripts folder", name)}}
+	}
+	src, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		return nil, ErrorList{{File: name, Msg: "cannot read script: " + unwrapPathError(err)}}
+	}
+	proto, cerr := compileChunk(src, name)
+	if cerr != nil {
+		return nil, ErrorList{cerr}
+	}
+	return &Program{fsys: fsys, name: name, proto: proto, lines: bytes.Count(src, []byte{'\n'}) + 1}, nil
+}
+
+// compileChunk parses and compiles src; name becomes the chunk's source
+// name, the prefix of its runtime error positions.
+func compileChunk(src []byte, name string) (*lua.FunctionProto, *Error) {
+	chunk, err := parse.Parse(bytes.NewReader(src), name)
+	if err != nil {
+		var perr *parse.Error
+		if errors.As(err, &perr) {
+			e := &Error{File: name, Line: perr.Pos.Line, Column: perr.Pos.Column, Msg: perr.Message}
+			if perr.Pos.Line == parse.EOF {
+				e.Line, e.Column = bytes.Count(src, []byte{'\n'})+1, 0
+				e.Msg += " at end of file"
+			} else if perr.Token != "" {
+				e.Msg += fmt.Sprintf(" near %q", perr.Token)
+			}
+			return nil, e
+		}
+		return nil, &Error{File: name, Msg: strings.TrimSpace(err.Error())}
+	}
+	proto, err := lua.Compile(chunk, name)
+	if err != nil {
+		var cerr *lua.CompileError
+		if errors.As(err, &cerr) {
+			return nil, &Error{File: name, Line: cerr.Line, Msg: cerr.Message}
+		}
+		return nil, &Error{File: name, Msg: err.Error()}
+	}
+	return proto, nil
+}
+
+func unwrapPathError(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// modulePath maps a require name ("lib.auth") to its file ("lib/auth.lua").
+// Each dot-separated part must be letters, digits, '_' or '-', so names
+// like "../x" or "/etc/passwd" cannot leave the scripts folder.
+func modulePath(name string) (string, bool) {
+	if name == "" || len(name) > 200 {
+		return "", false
+	}
+	for _, part := range strings.Split(name, ".") {
+		if part == "" {
+			return "", false
+		}
+		for i := 0; i < len(part); i++ {
+			c := part[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+				return "", false
+			}
+		}
+	}
+	p := strings.ReplaceAll(name, ".", "/") + ".lua"
+	return p, fs.ValidPath(p)
+}

@@ -1,0 +1,128 @@
+package luavm
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Sentinel errors. Compare with errors.Is; they are wrapped with context.
+var (
+	// ErrBusy reports that every VM of a script stayed busy until the
+	// request's deadline and MaxVMs forbade creating another.
+	ErrBusy = errors.New("luavm: no VM became free before the deadline")
+
+	// ErrClosed reports a VM requested from a closed Script.
+	ErrClosed = errors.New("luavm: script is closed")
+
+	// ErrNotInteger is returned by Store.Incr when the stored value is not
+	// a base-10 int64.
+	ErrNotInteger = errors.New("luavm: store value is not an integer")
+
+	// ErrOverflow is returned by Store.Incr when the sum overflows int64.
+	ErrOverflow = errors.New("luavm: store increment overflows int64")
+)
+
+// Error is one problem in a script, at a position in one of its files.
+// Its text is "FILE:LINE:COL: message", the column omitted when unknown
+// (gopher-lua's parser reports columns, its compiler and runtime only lines).
+type Error struct {
+	// File is the script or module path inside the scripts fs.FS.
+	File string
+	// Line is 1-based; 0 when the position is unknown.
+	Line int
+	// Column is 1-based; 0 when unknown.
+	Column int
+	// Msg is lowercase, without a trailing period.
+	Msg string
+}
+
+// Error formats e as FILE:LINE:COL: message.
+func (e *Error) Error() string {
+	switch {
+	case e.Line <= 0:
+		return e.File + ": " + e.Msg
+	case e.Column <= 0:
+		return e.File + ":" + strconv.Itoa(e.Line) + ": " + e.Msg
+	}
+	return e.File + ":" + strconv.Itoa(e.Line) + ":" + strconv.Itoa(e.Column) + ": " + e.Msg
+}
+
+// ErrorList is every problem found while compiling or loading one script,
+// in the order found. Its text has one Error per line, ready for
+// `keystone check`.
+type ErrorList []*Error
+
+// Error returns one Error per line.
+func (l ErrorList) Error() string {
+	var b strings.Builder
+	for i, e := range l {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the list's errors, for errors.As and errors.Is.
+func (l ErrorList) Unwrap() []error {
+	errs := make([]error, len(l))
+	for i, e := range l {
+		errs[i] = e
+	}
+	return errs
+}
+
+// err returns l as an error, or nil when l is empty, so a nil ErrorList
+// never becomes a non-nil error interface.
+func (l ErrorList) err() error {
+	if len(l) == 0 {
+		return nil
+	}
+	return l
+}
+
+// pos is a position in a script file.
+type pos struct {
+	file string
+	line int
+}
+
+func (p pos) errorf(format string, args ...any) *Error {
+	return &Error{File: p.file, Line: p.line, Msg: fmt.Sprintf(format, args...)}
+}
+
+// splitPos splits gopher-lua's "file:line: message" error text (the prefix
+// RaiseError and the VM put on runtime errors) into its parts. ok is false
+// when msg carries no position, as for error({...}) with a table value.
+func splitPos(msg string) (file string, line int, rest string, ok bool) {
+	for i := 0; i < len(msg); i++ {
+		if msg[i] != ':' {
+			continue
+		}
+		j := i + 1
+		for j < len(msg) && msg[j] >= '0' && msg[j] <= '9' {
+			j++
+		}
+		if j == i+1 || j >= len(msg) || msg[j] != ':' {
+			continue
+		}
+		n, err := strconv.Atoi(msg[i+1 : j])
+		if err != nil || i == 0 {
+			continue
+		}
+		return msg[:i], n, strings.TrimSpace(msg[j+1:]), true
+	}
+	return "", 0, msg, false
+}
+
+// errorAt converts a Lua error text into an *Error, defaulting to where when
+// the text carries no position of its own.
+func errorAt(where pos, msg string) *Error {
+	if file, line, rest, ok := splitPos(msg); ok {
+		return &Error{File: file, Line: line, Msg: rest}
+	}
+	return &Error{File: where.file, Line: where.line, Msg: msg}
+}

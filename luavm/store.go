@@ -1,0 +1,177 @@
+package luavm
+
+import (
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// Store is a per-tenant key/value store shared by all VMs of a tenant's
+// script, behind keystone.store. Implementations must be safe for
+// concurrent use. It is deliberately small so that a Redis-backed store can
+// implement it later.
+type Store interface {
+	// Get returns the value of key, and whether it exists and has not
+	// expired.
+	Get(key string) (value string, ok bool)
+
+	// Set stores value under key. A ttl of 0 means no expiry.
+	Set(key, value string, ttl time.Duration)
+
+	// Incr adds delta to the base-10 integer stored under key and returns
+	// the sum. A missing or expired key counts as 0 and is created with
+	// ttl (0: no expiry); an existing key keeps its expiry. It returns
+	// ErrNotInteger if the value is not an integer and ErrOverflow if the
+	// sum overflows.
+	Incr(key string, delta int64, ttl time.Duration) (int64, error)
+
+	// Delete removes key.
+	Delete(key string)
+}
+
+const (
+	storeStripes = 64 // power of two; a stripe is picked by xxhash of the key
+
+	// Every sweepEvery writes to a stripe, up to sweepScan of its entries
+	// are checked for expiry: Redis-style sampling that bounds the memory
+	// held by expired keys nobody reads again, with no goroutine to stop.
+	sweepEvery = 16
+	sweepScan  = 32
+)
+
+// memoryStore is the in-process Store: 64 lock-striped maps with lazy
+// expiry plus an opportunistic, bounded sweep on writes. It starts no
+// goroutine, so it needs no Close.
+type memoryStore struct {
+	clock   func() int64 // unix nanoseconds; injected by tests
+	stripes [storeStripes]stripe
+}
+
+type stripe struct {
+	mu     sync.Mutex
+	m      map[string]storeEntry
+	writes uint32
+	_      [40]byte // keep neighbouring stripes' locks off one cache line
+}
+
+type storeEntry struct {
+	value   string
+	expires int64 // unix nanoseconds; 0: never
+}
+
+// NewMemoryStore returns an in-process Store, safe for concurrent use.
+// Expired keys are dropped when read, and sampled away as writes happen.
+func NewMemoryStore() Store { return newMemoryStore(func() int64 { return time.Now().UnixNano() }) }
+
+func newMemoryStore(clock func() int64) *memoryStore {
+	s := &memoryStore{clock: clock}
+	for i := range s.stripes {
+		s.stripes[i].m = make(map[string]storeEntry)
+	}
+	return s
+}
+
+func (s *memoryStore) stripe(key string) *stripe {
+	return &s.stripes[xxhash.Sum64String(key)&(storeStripes-1)]
+}
+
+func (e storeEntry) live(now int64) bool { return e.expires == 0 || now < e.expires }
+
+func (s *memoryStore) expiry(now int64, ttl time.Duration) int64 {
+	if ttl <= 0 {
+		return 0
+	}
+	return now + int64(ttl)
+}
+
+// Get implements Store; an expired entry is deleted on the way.
+func (s *memoryStore) Get(key string) (string, bool) {
+	st := s.stripe(key)
+	now := s.clock()
+	st.mu.Lock()
+	e, ok := st.m[key]
+	if ok && !e.live(now) {
+		delete(st.m, key)
+		ok = false
+	}
+	st.mu.Unlock()
+	return e.value, ok
+}
+
+// Set implements Store.
+func (s *memoryStore) Set(key, value string, ttl time.Duration) {
+	st := s.stripe(key)
+	now := s.clock()
+	st.mu.Lock()
+	st.m[key] = storeEntry{value: value, expires: s.expiry(now, ttl)}
+	st.wrote(now)
+	st.mu.Unlock()
+}
+
+// Incr implements Store.
+func (s *memoryStore) Incr(key string, delta int64, ttl time.Duration) (int64, error) {
+	st := s.stripe(key)
+	now := s.clock()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	e, ok := st.m[key]
+	var n int64
+	if ok && e.live(now) {
+		var err error
+		if n, err = strconv.ParseInt(e.value, 10, 64); err != nil {
+			return 0, ErrNotInteger
+		}
+	} else {
+		e = storeEntry{expires: s.expiry(now, ttl)}
+	}
+	if (delta > 0 && n > math.MaxInt64-delta) || (delta < 0 && n < math.MinInt64-delta) {
+		return 0, ErrOverflow
+	}
+	n += delta
+	e.value = strconv.FormatInt(n, 10)
+	st.m[key] = e
+	st.wrote(now)
+	return n, nil
+}
+
+// Delete implements Store.
+func (s *memoryStore) Delete(key string) {
+	st := s.stripe(key)
+	st.mu.Lock()
+	delete(st.m, key)
+	st.mu.Unlock()
+}
+
+// wrote counts a write and, every sweepEvery writes, drops the expired
+// entries among up to sweepScan of the stripe's (randomly ordered) keys.
+// The caller holds st.mu.
+func (st *stripe) wrote(now int64) {
+	st.writes++
+	if st.writes%sweepEvery != 0 {
+		return
+	}
+	n := 0
+	for k, e := range st.m {
+		if !e.live(now) {
+			delete(st.m, k)
+		}
+		if n++; n == sweepScan {
+			break
+		}
+	}
+}
+
+// len returns the number of entries, expired or not; for tests.
+func (s *memoryStore) len() int {
+	n := 0
+	for i := range s.stripes {
+		st := &s.stripes[i]
+		st.mu.Lock()
+		n += len(st.m)
+		st.mu.Unlock()
+	}
+	return n
+}
