@@ -1,0 +1,217 @@
+// Package admin serves Keystone's admin JSON endpoints on the main listener,
+// under the configured prefix:
+//
+//	GET /admin/health   overall and per-tenant status, per-upstream state
+//	GET /admin/tenants  the tenants with their domains, prefix, balancer and upstreams
+//
+// It knows nothing of the server: it reports on a Source, which the server
+// implements, so a multi-process worker mode can later aggregate several
+// sources behind the same endpoints.
+package admin
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Source is what the admin endpoints report on.
+type Source interface {
+	// Tenants returns the current tenants and the live state of their
+	// upstreams. The result is owned by the caller.
+	Tenants() []Tenant
+	// Version is the running build's version.
+	Version() string
+	// Started is when the process started serving.
+	Started() time.Time
+}
+
+// Tenant is one tenant as the admin endpoints show it.
+type Tenant struct {
+	Name        string     `json:"name"`
+	Domains     []string   `json:"domains"`
+	PathPrefix  string     `json:"path_prefix"`
+	StripPrefix bool       `json:"strip_prefix"`
+	Balancer    string     `json:"balancer"`
+	Script      string     `json:"script,omitempty"`
+	Upstreams   []Upstream `json:"upstreams"`
+}
+
+// Upstream is one upstream's live state.
+type Upstream struct {
+	URL    string `json:"url"`
+	Weight int    `json:"weight"`
+	// Healthy is the active health check's verdict (true without checks).
+	Healthy bool `json:"healthy"`
+	// Available is whether the balancer would pick it now: healthy, not
+	// ejected by passive checks, breaker not open.
+	Available bool `json:"available"`
+	// Ejected is set while passive outlier detection keeps it out.
+	Ejected      bool       `json:"ejected"`
+	EjectedUntil *time.Time `json:"ejected_until,omitempty"`
+	// Breaker is closed, open or half_open; empty without a breaker.
+	Breaker string `json:"breaker,omitempty"`
+	// ConsecutiveFailures counts failed active checks in a row.
+	ConsecutiveFailures int `json:"consecutive_failures"`
+	// PassiveFailures counts failed requests in a row.
+	PassiveFailures int        `json:"passive_failures"`
+	LastCheck       *time.Time `json:"last_check,omitempty"`
+	LastError       string     `json:"last_error,omitempty"`
+	Inflight        int64      `json:"inflight"`
+}
+
+// Status values of tenants and of the whole gateway.
+const (
+	StatusOK       = "ok"       // every upstream available
+	StatusDegraded = "degraded" // some upstreams available
+	StatusDown     = "down"     // no upstream available
+)
+
+// Config configures the admin endpoints.
+type Config struct {
+	// Token, when not empty, is required as "Authorization: Bearer <token>".
+	Token string
+
+	// WriteError answers with the gateway's JSON error body. Required.
+	WriteError func(ctx *fasthttp.RequestCtx, status int, code, msg string)
+}
+
+// Handler serves the admin endpoints. It is safe for concurrent use.
+type Handler struct {
+	token      []byte
+	src        Source
+	writeError func(ctx *fasthttp.RequestCtx, status int, code, msg string)
+}
+
+// New returns the admin handler for src.
+func New(cfg Config, src Source) *Handler {
+	h := &Handler{src: src, writeError: cfg.WriteError}
+	if cfg.Token != "" {
+		h.token = []byte("Bearer " + cfg.Token)
+	}
+	return h
+}
+
+// Serve answers an admin request. path is the request path after the admin
+// prefix ("/health"), already normalized by the server.
+func (h *Handler) Serve(ctx *fasthttp.RequestCtx, path []byte) {
+	if h.token != nil && subtle.ConstantTimeCompare(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), h.token) != 1 {
+		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="keystone-admin"`)
+		h.writeError(ctx, fasthttp.StatusUnauthorized, "unauthorized", "admin token required")
+		return
+	}
+	var body any
+	switch string(path) {
+	case "/health":
+		body = h.health()
+	case "/tenants":
+		body = h.tenants()
+	default:
+		h.writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such admin endpoint")
+		return
+	}
+	if !ctx.IsGet() && !ctx.IsHead() {
+		ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, HEAD")
+		h.writeError(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "admin endpoints are read-only")
+		return
+	}
+	b, err := json.MarshalIndent(body, "", "  ")
+	if err != nil {
+		h.writeError(ctx, fasthttp.StatusInternalServerError, "internal_error", "cannot encode admin response")
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType("application/json")
+	ctx.Response.Header.Set(fasthttp.HeaderCacheControl, "no-store")
+	ctx.SetBody(append(b, '\n'))
+}
+
+// Health is the /admin/health document.
+type Health struct {
+	Status        string         `json:"status"`
+	UptimeSeconds float64        `json:"uptime_seconds"`
+	Version       string         `json:"version"`
+	Tenants       []TenantHealth `json:"tenants"`
+}
+
+// TenantHealth is one tenant in /admin/health.
+type TenantHealth struct {
+	Name      string     `json:"name"`
+	Status    string     `json:"status"`
+	Available int        `json:"available"`
+	Total     int        `json:"total"`
+	Upstreams []Upstream `json:"upstreams"`
+}
+
+func (h *Handler) health() Health {
+	doc := Health{
+		Version:       h.src.Version(),
+		UptimeSeconds: time.Since(h.src.Started()).Round(time.Millisecond).Seconds(),
+		Tenants:       []TenantHealth{},
+	}
+	withUpstreams, down, notOK := 0, 0, 0
+	for _, t := range h.src.Tenants() {
+		th := TenantHealth{Name: t.Name, Upstreams: t.Upstreams, Total: len(t.Upstreams)}
+		if th.Upstreams == nil {
+			th.Upstreams = []Upstream{}
+		}
+		for _, u := range t.Upstreams {
+			if u.Available {
+				th.Available++
+			}
+		}
+		th.Status = TenantStatus(th.Available, th.Total)
+		if th.Total > 0 {
+			withUpstreams++
+		}
+		switch th.Status {
+		case StatusDown:
+			down++
+			notOK++
+		case StatusDegraded:
+			notOK++
+		}
+		doc.Tenants = append(doc.Tenants, th)
+	}
+	switch {
+	case withUpstreams > 0 && down == withUpstreams:
+		doc.Status = StatusDown
+	case notOK > 0:
+		doc.Status = StatusDegraded
+	default:
+		doc.Status = StatusOK
+	}
+	return doc
+}
+
+// TenantStatus is a tenant's status from its available and total upstream
+// counts. A tenant without upstreams (served by its script) is ok.
+func TenantStatus(available, total int) string {
+	switch {
+	case total == 0 || available == total:
+		return StatusOK
+	case available == 0:
+		return StatusDown
+	default:
+		return StatusDegraded
+	}
+}
+
+// tenants is the /admin/tenants document: a JSON array of tenants.
+func (h *Handler) tenants() []Tenant {
+	ts := h.src.Tenants()
+	if ts == nil {
+		ts = []Tenant{}
+	}
+	for i := range ts {
+		if ts[i].Domains == nil {
+			ts[i].Domains = []string{}
+		}
+		if ts[i].Upstreams == nil {
+			ts[i].Upstreams = []Upstream{}
+		}
+	}
+	return ts
+}

@@ -1,0 +1,89 @@
+package server
+
+import (
+	"net"
+	"time"
+
+	"github.com/keystone-gateway/keystone/admin"
+	"github.com/keystone-gateway/keystone/config"
+	"github.com/valyala/fasthttp"
+)
+
+// adminSource shows the server's current snapshot to the admin endpoints.
+type adminSource struct{ s *Server }
+
+func (a adminSource) Version() string    { return a.s.version }
+func (a adminSource) Started() time.Time { return a.s.started }
+
+func (a adminSource) Tenants() []admin.Tenant {
+	snap := a.s.snap.Load()
+	out := make([]admin.Tenant, 0, len(snap.tenants))
+	for _, t := range snap.tenants {
+		c := t.cfg
+		at := admin.Tenant{
+			Name:        c.Name,
+			Domains:     append([]string(nil), c.Domains...),
+			PathPrefix:  c.PathPrefix,
+			StripPrefix: c.StripPrefix,
+			Balancer:    c.Balancer,
+			Script:      c.Script,
+		}
+		for _, up := range t.pool.ups {
+			st := up.Status()
+			au := admin.Upstream{
+				URL:                 st.URL,
+				Weight:              st.Weight,
+				Healthy:             st.Healthy,
+				Available:           up.Available(),
+				Ejected:             st.Ejected,
+				Breaker:             st.Breaker,
+				ConsecutiveFailures: st.ConsecutiveFailures,
+				PassiveFailures:     st.PassiveFailures,
+				LastError:           st.LastCheckError,
+				Inflight:            st.Inflight,
+			}
+			if st.Ejected && !st.EjectedUntil.IsZero() {
+				u := st.EjectedUntil
+				au.EjectedUntil = &u
+			}
+			if !st.LastCheck.IsZero() {
+				lc := st.LastCheck
+				au.LastCheck = &lc
+			}
+			at.Upstreams = append(at.Upstreams, au)
+		}
+		out = append(out, at)
+	}
+	return out
+}
+
+// newAdmin builds the admin handler of a snapshot.
+func (s *Server) newAdmin(token string) *admin.Handler {
+	return admin.New(admin.Config{
+		Token: token,
+		WriteError: func(ctx *fasthttp.RequestCtx, status int, code, msg string) {
+			var id []byte
+			if rs := stateOf(ctx); rs != nil {
+				id = rs.reqID
+				rs.errKind = code
+			}
+			writeError(ctx, id, status, code, msg)
+		},
+	}, adminSource{s})
+}
+
+// HealthURL is the URL of cfg's /admin/health as seen from the same host:
+// what `keystone healthcheck` probes inside a container.
+func HealthURL(cfg *config.Config) string {
+	host, port, err := net.SplitHostPort(cfg.Server.Listen)
+	if err != nil {
+		host, port = "", "8080"
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + cfg.Admin.Prefix + "/health"
+}

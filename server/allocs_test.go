@@ -1,0 +1,47 @@
+//go:build !race
+
+package server
+
+import (
+	"testing"
+)
+
+// The race detector allocates on its own; these budgets hold without it.
+
+func TestProxyHandlerDoesNotAllocate(t *testing.T) {
+	s := newBenchGateway(t)
+	ctx, tmpl := newBenchCtx()
+	for range 100 { // warm pools and the keep-alive connections
+		benchRequest(ctx, tmpl)
+		s.handle(ctx)
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		benchRequest(ctx, tmpl)
+		s.handle(ctx)
+	})
+	if ctx.Response.StatusCode() != 200 {
+		t.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+	if allocs != 0 {
+		t.Errorf("proxy handler: %v allocs/op, want 0", allocs)
+	}
+}
+
+func TestTenantMatchDoesNotAllocate(t *testing.T) {
+	ix := manyTenants(t, 10000)
+	host, path := []byte("SVC4.example.com:8080"), []byte("/api/v1/x")
+	if allocs := testing.AllocsPerRun(1000, func() { ix.Match(host, path) }); allocs != 0 {
+		t.Errorf("Match: %v allocs/op, want 0", allocs)
+	}
+}
+
+func TestHeaderHandlingDoesNotAllocate(t *testing.T) {
+	ctx, tmpl := newBenchCtx()
+	benchRequest(ctx, tmpl)
+	if allocs := testing.AllocsPerRun(1000, func() {
+		framingError(&ctx.Request.Header)
+		removeHopHeaders(&ctx.Request.Header)
+	}); allocs != 0 {
+		t.Errorf("framing and hop-by-hop handling: %v allocs/op, want 0", allocs)
+	}
+}

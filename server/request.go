@@ -1,0 +1,140 @@
+package server
+
+import (
+	"encoding/hex"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// stateKey finds a request's *reqState among the RequestCtx user values.
+// A small integer constant boxes into an interface without allocating.
+type ctxKey uint8
+
+const stateKey ctxKey = 1
+
+// reqState is the per-request bookkeeping of the pipeline: what the access
+// log prints and what a Lua script's keystone.Proxy needs to continue the
+// request. It is pooled: acquireState hands out a reset value and
+// releaseState takes it back; nothing may keep a *reqState, or a slice of
+// one, after releaseState.
+type reqState struct {
+	start    time.Time
+	tenant   *tenant
+	upstream *upstream // last upstream tried, for the access log
+	attempts int       // upstream attempts made
+	admin    bool      // served by the admin endpoints
+	clientIP netip.Addr
+
+	// errKind names why the gateway answered on its own ("" when the
+	// upstream or a script answered); logged.
+	errKind string
+
+	// id holds the request id; reqID is the slice of it in use.
+	id    [maxRequestIDLen]byte
+	reqID []byte
+
+	// body bounds a streamed chunked request body by max_request_body.
+	body limitedBody
+
+	// scratch builds header values (X-Forwarded-For) without allocating.
+	scratch []byte
+}
+
+var statePool = sync.Pool{New: func() any { return &reqState{scratch: make([]byte, 0, 128)} }}
+
+func acquireState() *reqState { return statePool.Get().(*reqState) }
+
+func releaseState(rs *reqState) {
+	scratch := rs.scratch[:0]
+	if cap(scratch) > 4096 {
+		// Don't let one huge X-Forwarded-For chain pin memory in the pool.
+		scratch = make([]byte, 0, 128)
+	}
+	*rs = reqState{scratch: scratch}
+	statePool.Put(rs)
+}
+
+// stateOf returns the state of a request in flight through the pipeline, or
+// nil for a ctx the pipeline did not start (a test calling a handler
+// directly).
+func stateOf(ctx *fasthttp.RequestCtx) *reqState {
+	rs, _ := ctx.UserValue(stateKey).(*reqState)
+	return rs
+}
+
+// maxRequestIDLen caps a propagated request id; a longer or malformed one is
+// replaced by a generated id rather than forwarded.
+const maxRequestIDLen = 128
+
+// setRequestID propagates a valid client-supplied id or generates one: 32
+// lowercase hex characters, the shape of a W3C trace-id, so the id can
+// become the trace id when tracing lands.
+func (rs *reqState) setRequestID(given []byte) {
+	if validRequestID(given) {
+		rs.reqID = append(rs.id[:0], given...)
+		return
+	}
+	var raw [16]byte
+	// math/rand/v2's global source is a per-thread ChaCha8: safe for
+	// concurrent use, allocation-free and unpredictable enough for a
+	// correlation id (it is not a secret).
+	a, b := rand.Uint64(), rand.Uint64()
+	for i := range 8 {
+		raw[i] = byte(a >> (8 * i))
+		raw[8+i] = byte(b >> (8 * i))
+	}
+	hex.Encode(rs.id[:32], raw[:])
+	rs.reqID = rs.id[:32]
+}
+
+// validRequestID accepts 1..128 visible characters from a conservative set,
+// so a client cannot inject header syntax or log noise through its id.
+func validRequestID(b []byte) bool {
+	if len(b) == 0 || len(b) > maxRequestIDLen {
+		return false
+	}
+	for _, c := range b {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '-', c == '_', c == '.', c == ':', c == '/', c == '+', c == '=':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// errBodyTooLarge ends a streamed request body that passed max_request_body.
+var errBodyTooLarge = errors.New("server: request body too large")
+
+// limitedBody passes at most n bytes of a streamed request body through and
+// remembers whether the client tried to send more.
+type limitedBody struct {
+	r        io.Reader
+	n        int64
+	exceeded bool
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.exceeded {
+		return 0, errBodyTooLarge
+	}
+	// Ask for one byte more than allowed: getting it proves the body is
+	// too large without waiting for the rest.
+	if int64(len(p)) > l.n+1 {
+		p = p[:l.n+1]
+	}
+	n, err := l.r.Read(p)
+	if int64(n) > l.n {
+		l.exceeded = true
+		return 0, errBodyTooLarge
+	}
+	l.n -= int64(n)
+	return n, err
+}

@@ -1,0 +1,353 @@
+package server
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/keystone-gateway/keystone/admin"
+	"github.com/keystone-gateway/keystone/balancer"
+	"github.com/keystone-gateway/keystone/breaker"
+	"github.com/keystone-gateway/keystone/config"
+	"github.com/keystone-gateway/keystone/luavm"
+	"github.com/valyala/fasthttp"
+)
+
+// snapshot is everything a request needs, built from one config and
+// immutable once published: the pipeline loads it once per request
+// (Server.snap) so a request never sees half a reload.
+type snapshot struct {
+	cfg         *config.Config
+	index       *index[*tenant]
+	tenants     []*tenant
+	byName      map[string]*tenant
+	trusted     trustedProxies
+	reqIDHeader string
+
+	adminEnabled bool
+	adminPrefix  []byte
+	admin        *admin.Handler
+
+	maxBody        int64
+	maxRequestLine int
+	maxHeaderBytes int
+	maxHeaders     int
+
+	checkers []*balancer.Checker
+}
+
+// tenant is one tenant of a snapshot.
+type tenant struct {
+	cfg    *config.Tenant
+	pool   *pool
+	script *luavm.Script
+	// serve handles a request matched to the tenant: the script's router
+	// (which falls back to the pool) or the pool itself.
+	serve fasthttp.RequestHandler
+}
+
+// build compiles cfg into a snapshot: tenant index, upstream pools, breakers,
+// health checkers (not started) and scripts. It fails without side effects
+// left running: the caller closes a snapshot only after it was built.
+func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
+	snap := &snapshot{
+		cfg:            cfg,
+		byName:         make(map[string]*tenant, len(cfg.Tenants)),
+		reqIDHeader:    cfg.Server.RequestIDHeader,
+		adminEnabled:   cfg.Admin.Enabled,
+		adminPrefix:    []byte(cfg.Admin.Prefix),
+		maxBody:        int64(cfg.Server.MaxRequestBody),
+		maxRequestLine: int(cfg.Server.MaxRequestLine),
+		maxHeaderBytes: int(cfg.Server.MaxHeaderBytes),
+		maxHeaders:     cfg.Server.MaxHeaders,
+	}
+	snap.trusted = trustedProxies(cfg.Server.TrustedNets())
+	snap.admin = s.newAdmin(cfg.Admin.Token)
+	defer func() {
+		if err != nil {
+			snap.close()
+		}
+	}()
+
+	routes := make([]route[*tenant], 0, len(cfg.Tenants))
+	for i := range cfg.Tenants {
+		tc := &cfg.Tenants[i]
+		p, err := s.newPool(snap, tc)
+		if err != nil {
+			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
+		}
+		t := &tenant{cfg: tc, pool: p, serve: p.serve}
+		snap.tenants = append(snap.tenants, t)
+		snap.byName[tc.Name] = t
+		prefix := tc.PathPrefix
+		if prefix == "" && len(tc.Domains) == 0 {
+			// path_prefix "/" (which config stores as "") with no
+			// domains: the catch-all tenant.
+			prefix = "/"
+		}
+		routes = append(routes, route[*tenant]{hosts: tc.Domains, prefix: prefix, value: t})
+	}
+	if snap.index, err = newIndex(routes); err != nil {
+		return nil, err
+	}
+	// Scripts load after every pool exists: keystone.Proxy("other") in one
+	// tenant's script resolves another tenant's pool.
+	for _, t := range snap.tenants {
+		if t.cfg.Script == "" {
+			continue
+		}
+		fallback := t.pool.serve
+		if len(t.pool.ups) == 0 {
+			fallback = snap.notFound
+		}
+		sc, err := luavm.Load(s.luaConfig(cfg), cfg.Scripts, t.cfg.Script, luavm.Options{
+			Tenant:          t.cfg.Name,
+			PathPrefix:      t.cfg.PathPrefix,
+			Host:            &scriptHost{snap: snap, tenant: t, srv: s},
+			Store:           s.store(t.cfg.Name),
+			Fallback:        fallback,
+			RequestIDHeader: snap.reqIDHeader,
+		})
+		if err != nil {
+			return nil, err
+		}
+		t.script = sc
+		t.serve = sc.Handler
+	}
+	return snap, nil
+}
+
+// newPool builds a tenant's upstream pool.
+func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
+	p := &pool{
+		name:         tc.Name,
+		prefix:       []byte(tc.PathPrefix),
+		strip:        tc.StripPrefix,
+		preserveHost: tc.PreserveHost,
+		timeout:      tc.Timeouts.Request.D(),
+		retry:        newRetryPolicy(tc.Retries),
+		budget:       newRetryBudget(tc.Retries.BudgetRatio),
+		trusted:      snap.trusted,
+		reqIDHeader:  snap.reqIDHeader,
+	}
+	if p.prefix != nil && string(p.prefix) == "/" {
+		p.prefix = nil
+	}
+	bups := make([]*balancer.Upstream, 0, len(tc.Upstreams))
+	for _, uc := range tc.Upstreams {
+		up, err := s.newUpstream(tc, uc)
+		if err != nil {
+			return nil, err
+		}
+		p.ups = append(p.ups, up)
+		bups = append(bups, up.Upstream)
+	}
+	if len(bups) == 0 {
+		return p, nil
+	}
+	picker, err := balancer.New(tc.Balancer, bups)
+	if err != nil {
+		return nil, err
+	}
+	p.picker = picker
+	if hc := tc.HealthCheck; hc != nil {
+		hcc := balancer.HealthCheckConfig{
+			Path:               hc.Path,
+			Host:               hc.Host,
+			Interval:           hc.Interval.D(),
+			Timeout:            hc.Timeout.D(),
+			HealthyThreshold:   hc.HealthyThreshold,
+			UnhealthyThreshold: hc.UnhealthyThreshold,
+			Expected:           expectedStatus(hc.ExpectedStatus),
+		}
+		if err := hcc.Validate(); err != nil {
+			return nil, fmt.Errorf("health_check: %w", err)
+		}
+		c := balancer.NewChecker(hcc, bups, s.log.With("tenant", tc.Name))
+		snap.checkers = append(snap.checkers, c)
+	}
+	return p, nil
+}
+
+func expectedStatus(ranges []config.StatusRange) func(int) bool {
+	if len(ranges) == 0 {
+		return nil
+	}
+	return func(code int) bool {
+		for _, r := range ranges {
+			if r.Contains(code) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// newUpstream creates the state and connection pool of one upstream.
+func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, error) {
+	u, err := url.Parse(uc.URL)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", uc.URL, err)
+	}
+	var br *breaker.Breaker
+	if cb := tc.CircuitBreaker; cb != nil {
+		tenantName, upURL := tc.Name, uc.URL
+		bs := breaker.Settings{
+			FailureThreshold:    uint32(cb.FailureThreshold),
+			FailureRatio:        cb.FailureRatio,
+			MinRequests:         uint32(cb.MinRequests),
+			Window:              cb.Window.D(),
+			OpenTimeout:         cb.OpenTimeout.D(),
+			HalfOpenMaxRequests: uint32(cb.HalfOpenMaxRequests),
+			OnStateChange: func(from, to breaker.State) {
+				s.log.Warn("circuit breaker state changed", "component", "breaker",
+					"tenant", tenantName, "upstream", upURL, "from", from.String(), "to", to.String())
+			},
+		}
+		// config validates the same ranges; this guards the panic in
+		// breaker.New against a config built by hand.
+		if err := bs.Validate(); err != nil {
+			return nil, fmt.Errorf("upstream %q: circuit_breaker: %w", uc.URL, err)
+		}
+		br = breaker.New(bs)
+	}
+	ucfg := balancer.UpstreamConfig{URL: uc.URL, Weight: uc.Weight, Breaker: br}
+	if od := tc.OutlierDetection; od != nil {
+		ucfg.Outlier = balancer.OutlierConfig{
+			ConsecutiveFailures: od.ConsecutiveFailures,
+			Backoff:             od.Backoff.D(),
+			MaxBackoff:          od.MaxBackoff.D(),
+		}
+	}
+	bu, err := balancer.NewUpstream(ucfg)
+	if err != nil {
+		return nil, err
+	}
+	hc := &fasthttp.HostClient{
+		Addr:                     bu.Addr,
+		IsTLS:                    bu.TLS,
+		DialTimeout:              dialer(tc.Timeouts.Connect.D()),
+		MaxConns:                 tc.Pool.MaxConns,
+		MaxIdleConnDuration:      tc.Pool.IdleTimeout.D(),
+		MaxConnWaitTimeout:       tc.Pool.MaxConnWait.D(),
+		MaxResponseBodySize:      int(tc.MaxResponseBody),
+		StreamResponseBody:       tc.StreamResponseBody,
+		NoDefaultUserAgentHeader: true,
+		// Keystone's retry policy is the only one: fasthttp would
+		// otherwise silently repeat idempotent requests up to 5 times.
+		MaxIdemponentCallAttempts: 1,
+		// Response headers up to 16 KiB (large Set-Cookie sets); the
+		// buffer is per request in flight, pooled, not per connection.
+		ReadBufferSize:        16 << 10,
+		SecureErrorLogMessage: true,
+	}
+	if bu.TLS {
+		hc.TLSConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+	}
+	return &upstream{Upstream: bu, client: hc, host: u.Host}, nil
+}
+
+func (s *Server) luaConfig(cfg *config.Config) luavm.Config {
+	return luavm.Config{
+		PoolSize:        cfg.Lua.PoolSize,
+		MaxVMs:          cfg.Lua.MaxVMs,
+		MaxExecution:    cfg.Lua.MaxExecution.D(),
+		CallStackSize:   cfg.Lua.CallStackSize,
+		RegistryMaxSize: cfg.Lua.RegistryMaxSize,
+		MaxStringSize:   int(cfg.Lua.MaxStringSize),
+		Logger:          s.log,
+	}
+}
+
+// start starts the snapshot's background work (health checks).
+func (snap *snapshot) start() {
+	for _, c := range snap.checkers {
+		c.Start()
+	}
+}
+
+// close stops the snapshot's background work and releases its scripts. The
+// snapshot must no longer serve requests.
+func (snap *snapshot) close() {
+	for _, c := range snap.checkers {
+		c.Stop()
+	}
+	for _, t := range snap.tenants {
+		if t.script != nil {
+			t.script.Close()
+		}
+		if t.pool != nil {
+			for _, up := range t.pool.ups {
+				up.client.CloseIdleConnections()
+			}
+		}
+	}
+}
+
+func (snap *snapshot) notFound(ctx *fasthttp.RequestCtx) {
+	rs := stateOf(ctx)
+	var id []byte
+	if rs != nil {
+		id = rs.reqID
+		rs.errKind = codeNotFound
+	}
+	writeError(ctx, id, fasthttp.StatusNotFound, codeNotFound, "no route for this request")
+}
+
+// scriptHost is what a tenant's script sees of the gateway (luavm.Host).
+type scriptHost struct {
+	srv    *Server
+	snap   *snapshot
+	tenant *tenant
+}
+
+// ProxyHandler resolves keystone.Proxy(target) at script load: a tenant name
+// (its pool and policies), or an absolute upstream URL proxied with the
+// calling tenant's timeouts, pool sizes and policies.
+func (h *scriptHost) ProxyHandler(target string) (fasthttp.RequestHandler, error) {
+	if target == "" {
+		target = h.tenant.cfg.Name
+	}
+	if t, ok := h.snap.byName[target]; ok {
+		if len(t.pool.ups) == 0 {
+			return nil, fmt.Errorf("keystone.Proxy(%q): tenant has no upstreams", target)
+		}
+		return t.pool.serve, nil
+	}
+	if !strings.Contains(target, "://") {
+		return nil, fmt.Errorf("keystone.Proxy(%q): no tenant of that name, and not an upstream URL", target)
+	}
+	tc := *h.tenant.cfg
+	tc.Upstreams = []config.Upstream{{URL: target, Weight: 1}}
+	tc.Balancer = "round_robin"
+	tc.HealthCheck = nil
+	tc.StripPrefix = false
+	p, err := h.srv.newPool(h.snap, &tc)
+	if err != nil {
+		return nil, fmt.Errorf("keystone.Proxy(%q): %w", target, err)
+	}
+	return p.serve, nil
+}
+
+// WriteError answers with the gateway's JSON error body.
+func (h *scriptHost) WriteError(ctx *fasthttp.RequestCtx, status int, msg string) {
+	rs := stateOf(ctx)
+	var id []byte
+	if rs != nil {
+		id = rs.reqID
+		rs.errKind = "script_error"
+	}
+	code := codeInternal
+	switch {
+	case status == fasthttp.StatusNotFound:
+		code = codeNotFound
+	case status == fasthttp.StatusServiceUnavailable:
+		code = codeUnavailable
+	case status == fasthttp.StatusGatewayTimeout:
+		code = codeUpstreamTimeout
+	case status < 500:
+		code = codeBadRequest
+	}
+	writeError(ctx, id, status, code, msg)
+}
