@@ -673,7 +673,7 @@ func TestErrors(t *testing.T) {
 			`x.yaml:8:21: tenants[0].circuit_breaker.min_requests: expected at least 1, got 0`,
 			`x.yaml:9:15: tenants[0].circuit_breaker.window: expected a window of at least 1s, got 500ms`,
 			`x.yaml:10:21: tenants[0].circuit_breaker.open_timeout: expected a duration greater than 0, got 0s`,
-			`x.yaml:11:31: tenants[0].circuit_breaker.half_open_max_requests: expected at least 1, got 0`}},
+			`x.yaml:11:31: tenants[0].circuit_breaker.half_open_max_requests: expected a value between 1 and 100000, got 0`}},
 		{"a zero failure ratio", "tenants:\n  - {name: t, path_prefix: /t, upstreams: [{url: \"http://a:1\"}], circuit_breaker: {failure_ratio: 0}}\n", []string{
 			`x.yaml:2:99: tenants[0].circuit_breaker.failure_ratio: expected a ratio greater than 0 and at most 1, got 0`}},
 

@@ -380,7 +380,13 @@ func openScripts(c *Config, d *decoder, o *options) {
 			d.markBad("lua.scripts_dir")
 		}
 	}
-	c.Scripts, c.ScriptsDir = os.DirFS(dir), dir
+	// The file system is rooted at the absolute path, so a later chdir
+	// cannot move it; ScriptsDir stays as the user wrote it, for messages.
+	root := dir
+	if abs, err := filepath.Abs(dir); err == nil {
+		root = abs
+	}
+	c.Scripts, c.ScriptsDir = os.DirFS(root), dir
 }
 
 // isSet reports whether a value was written for path.

@@ -409,7 +409,7 @@ func validateTenant(c *Config, d *decoder, t *Tenant, tp string) (hosts []string
 			d.errorAt(p+".window", "expected a window of at least 1s, got %s", b.Window)
 		}
 		positive(d, p+".open_timeout", b.OpenTimeout)
-		between(d, p+".half_open_max_requests", b.HalfOpenMaxRequests, 1, math.MaxInt32)
+		between(d, p+".half_open_max_requests", b.HalfOpenMaxRequests, 1, 100000)
 	}
 	validateRetries(d, &t.Retries, tp+".retries")
 	return hosts, prefixOK
