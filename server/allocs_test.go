@@ -40,7 +40,7 @@ func TestHeaderHandlingDoesNotAllocate(t *testing.T) {
 	benchRequest(ctx, tmpl)
 	if allocs := testing.AllocsPerRun(1000, func() {
 		framingError(&ctx.Request.Header)
-		removeHopHeaders(&ctx.Request.Header)
+		removeRequestHopHeaders(&ctx.Request.Header)
 	}); allocs != 0 {
 		t.Errorf("framing and hop-by-hop handling: %v allocs/op, want 0", allocs)
 	}

@@ -223,7 +223,7 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 		}
 		break
 	}
-	removeHopHeaders(&ctx.Response.Header)
+	removeResponseHopHeaders(&ctx.Response.Header)
 	if clientClose {
 		ctx.SetConnectionClose()
 	}
@@ -257,7 +257,7 @@ func (p *pool) prepare(ctx *fasthttp.RequestCtx, rs *reqState) {
 	keepProto := peerTrusted && len(h.Peek(fasthttp.HeaderXForwardedProto)) > 0
 	keepHost := peerTrusted && len(h.Peek(fasthttp.HeaderXForwardedHost)) > 0
 
-	removeHopHeaders(h)
+	removeRequestHopHeaders(h)
 	// fasthttp already answered "Expect: 100-continue" and read the body;
 	// passing the expectation on would make the upstream wait for a
 	// continue nobody sends.

@@ -47,7 +47,7 @@ func FuzzRequestHeaders(f *testing.F) {
 				tokens = append(tokens, tok)
 			}
 		}
-		removeHopHeaders(h)
+		removeRequestHopHeaders(h)
 		for _, k := range hopHeaders {
 			if k == "Transfer-Encoding" {
 				continue // framing, kept by fasthttp as state, not a header
