@@ -75,8 +75,9 @@ func BenchmarkPickPoolSize(b *testing.B) {
 }
 
 // BenchmarkUpstream bounds the per-request Upstream calls: Available (read
-// by every pick, for every candidate), the Acquire/Release pair and a
-// successful ReportResult, serially and in parallel on one upstream.
+// by every pick, for every candidate), and per attempt the Outages check,
+// the Acquire/Release pair and a successful ReportResult, serially and in
+// parallel on one upstream.
 func BenchmarkUpstream(b *testing.B) {
 	u := pool(b, 1)[0]
 	b.Run("Available/serial", func(b *testing.B) {
@@ -96,6 +97,7 @@ func BenchmarkUpstream(b *testing.B) {
 	b.Run("AcquireReleaseReport/serial", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
+			_ = u.Outages()
 			u.Acquire()
 			u.ReportResult(true)
 			u.Release()
@@ -105,6 +107,7 @@ func BenchmarkUpstream(b *testing.B) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
+				_ = u.Outages()
 				u.Acquire()
 				u.ReportResult(true)
 				u.Release()

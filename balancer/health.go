@@ -281,6 +281,9 @@ func (c *Checker) record(u *Upstream, err error) {
 	}
 	if is != was {
 		u.healthy.Store(is) // pickers read this line on every request: write only on change
+		if !is {
+			u.outages.Add(1)
+		}
 	}
 	u.checkMu.Unlock()
 

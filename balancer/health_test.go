@@ -161,6 +161,9 @@ func TestHealthDownAndUp(t *testing.T) {
 	if s := u.Status(); s.LastCheckError == "" || s.Available {
 		t.Fatalf("down upstream: %+v", s)
 	}
+	if n := u.Outages(); n != 1 {
+		t.Fatalf("Outages = %d after being marked down once, want 1", n)
+	}
 
 	restarted := startUpstream(t, srv.addr, 200)
 	eventually(t, "marked up again", func() bool {
@@ -172,6 +175,9 @@ func TestHealthDownAndUp(t *testing.T) {
 	})
 	if s := u.Status(); s.LastCheckError != "" || !s.Available {
 		t.Fatalf("up upstream: %+v", s)
+	}
+	if n := u.Outages(); n != 1 {
+		t.Fatalf("Outages = %d after coming back, want still 1", n)
 	}
 	_ = restarted
 

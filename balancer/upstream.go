@@ -111,6 +111,12 @@ type Upstream struct {
 	// by ReportResult; read by Available and Status.
 	ejectedUntil atomic.Int64
 
+	// outages counts the times the upstream was taken out of rotation:
+	// marked down by its active checks or ejected by passive detection.
+	// Written (Add) by the owning Checker and by ReportResult, on those
+	// transitions only; read by Outages. Invariant: never decreases.
+	outages atomic.Uint64
+
 	clock           func() int64
 	outlier         OutlierConfig
 	maxEjectBackoff time.Duration
@@ -237,6 +243,15 @@ func (u *Upstream) availableSlow() bool {
 // consecutive checks fail.
 func (u *Upstream) Healthy() bool { return u.healthy.Load() }
 
+// Outages returns the number of times the upstream was taken out of
+// rotation, by active checks marking it down or by a passive ejection. A
+// change tells the holder of a connection pool to the upstream that its
+// idle keep-alive connections may lead to a process that is gone: an
+// upstream that was down has often been restarted, and the first request
+// on a dead pooled connection would fail even though the upstream is fine.
+// It is one atomic load.
+func (u *Upstream) Outages() uint64 { return u.outages.Load() }
+
 // Acquire counts a request in flight to the upstream; pair it with Release.
 func (u *Upstream) Acquire() { u.inflight.Add(1) }
 
@@ -288,6 +303,7 @@ func (u *Upstream) ReportResult(ok bool) {
 	}
 	backoff = min(backoff, u.maxEjectBackoff)
 	u.ejectedUntil.Store(now + int64(backoff))
+	u.outages.Add(1)
 }
 
 // Status is a snapshot of an Upstream for the admin API.

@@ -190,11 +190,20 @@ func TestOutlierDetection(t *testing.T) {
 	if s := u.Status(); s.PassiveFailures != 2 {
 		t.Fatalf("PassiveFailures = %d, want 2", s.PassiveFailures)
 	}
+	if n := u.Outages(); n != 0 {
+		t.Fatalf("Outages = %d before any ejection", n)
+	}
 	fail(1)
 	if s := u.Status(); !s.Ejected || s.EjectedUntil.IsZero() || s.PassiveFailures != 0 {
 		t.Fatalf("Status after the third failure: %+v", s)
 	}
+	if n := u.Outages(); n != 1 {
+		t.Fatalf("Outages = %d after an ejection, want 1", n)
+	}
 	fail(10) // in-flight requests failing during the ejection do not count
+	if n := u.Outages(); n != 1 {
+		t.Fatalf("Outages = %d after failures during the ejection, want 1", n)
+	}
 	u.ReportResult(true)
 	ejectedFor("first ejection", time.Second)
 

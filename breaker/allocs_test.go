@@ -8,7 +8,8 @@ import (
 )
 
 // TestAllocs is the allocation budget of the request path: Allow and Done
-// return and take a value Token, so they must never allocate, in any phase.
+// (and Cancel) return and take a value Token, so they must never allocate,
+// in any phase.
 func TestAllocs(t *testing.T) {
 	clk := newFakeClock()
 	b := New(Settings{
@@ -32,6 +33,8 @@ func TestAllocs(t *testing.T) {
 			clk.Advance(time.Millisecond)
 			p1, _ := b.Allow()
 			p2, _ := b.Allow()
+			b.Cancel(p2)
+			p2, _ = b.Allow()
 			b.Done(p1, true)
 			b.Done(p2, true)
 		}},

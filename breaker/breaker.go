@@ -172,9 +172,10 @@ const (
 // catch copies). Methods on a nil *Breaker behave as a breaker that never
 // trips, so callers need no nil checks for upstreams without a breaker.
 //
-// Every Allow that returns true must be matched by exactly one Done with its
-// token, including when the request panics or is abandoned: a probe that is
-// never reported keeps its half-open slot (gobreaker behaves the same way).
+// Every Allow that returns true must be matched by exactly one Done or Cancel
+// with its token, including when the request panics or is abandoned: a probe
+// that is never reported keeps its half-open slot (gobreaker behaves the
+// same way).
 type Breaker struct {
 	// state is the packed state word (see word). Written only by
 	// CompareAndSwap in Allow (open → half-open, probe admission) and in
@@ -302,6 +303,37 @@ func (b *Breaker) Done(t Token, success bool) {
 		b.doneClosed(t.gen, success)
 	case tokenProbe:
 		b.doneProbe(t.gen, success)
+	}
+}
+
+// Cancel hands back the admission of a request that Allow let through but
+// that says nothing about the upstream: it was never sent (the caller's own
+// connection pool was exhausted) or failed through no fault of the upstream
+// (the client's body was too large). It is the alternative to Done, not an
+// addition: every admitted token gets exactly one of the two (a token
+// reported twice may free, or count for, another request's slot).
+//
+// A closed token carries nothing to hand back, so Cancel ignores it, and
+// the request counts neither as a success nor as a failure. A probe token
+// frees its half-open slot for another probe; without that, a probe that
+// never reached the upstream would hold its slot for the rest of the
+// half-open period, which only probe outcomes end, and the breaker would
+// reject every request from then on. Stale tokens are ignored, as in Done.
+func (b *Breaker) Cancel(t Token) {
+	if b == nil || t.kind != tokenProbe {
+		return
+	}
+	for {
+		s := word(b.state.Load())
+		// Every reported probe succeeded (a failure re-opens), so the
+		// probes in flight are admitted - successes; this one is among
+		// them unless the token was already handed back.
+		if s.gen() != t.gen || s.phase() != StateHalfOpen || s.admitted() <= s.successes() {
+			return
+		}
+		if b.state.CompareAndSwap(uint64(s), uint64(s-admittedOne)) {
+			return
+		}
 	}
 }
 

@@ -578,3 +578,57 @@ func TestAgainstModel(t *testing.T) {
 		})
 	}
 }
+
+// TestCancelFreesAProbeSlot checks that a cancelled probe gives its
+// half-open slot to the next request and counts neither way, and that
+// Cancel ignores closed, stale and zero tokens.
+func TestCancelFreesAProbeSlot(t *testing.T) {
+	t.Parallel()
+	clk := newFakeClock()
+	b := New(Settings{FailureThreshold: 2, OpenTimeout: time.Second, HalfOpenMaxRequests: 2, Clock: clk.Now})
+
+	// Closed: a cancelled request is neither a success nor a failure.
+	tok, _ := b.Allow()
+	b.Done(tok, false)
+	tok, _ = b.Allow()
+	b.Cancel(tok)
+	if c := b.Counts().ConsecutiveFailures; c != 1 {
+		t.Fatalf("a cancelled closed request changed the run of failures to %d, want 1", c)
+	}
+	b.Cancel(Token{}) // the zero token
+	tok, _ = b.Allow()
+	b.Done(tok, false)
+	if s := b.State(); s != StateOpen {
+		t.Fatalf("two failures around a cancel: %v, want open", s)
+	}
+
+	clk.Advance(time.Second)
+	p1, ok1 := b.Allow()
+	p2, ok2 := b.Allow()
+	if !ok1 || !ok2 {
+		t.Fatal("half-open did not admit two probes")
+	}
+	if _, ok := b.Allow(); ok {
+		t.Fatal("a third probe was admitted")
+	}
+	b.Cancel(p2)
+	p3, ok := b.Allow()
+	if !ok {
+		t.Fatal("a cancelled probe did not free its slot")
+	}
+	if _, ok := b.Allow(); ok {
+		t.Fatal("a cancel freed more than one slot")
+	}
+	b.Done(p1, true)
+	if s := b.State(); s != StateHalfOpen {
+		t.Fatalf("one success of two: %v, want half_open", s)
+	}
+	b.Done(p3, true)
+	if s := b.State(); s != StateClosed {
+		t.Fatalf("two successes: %v, want closed", s)
+	}
+	b.Cancel(p3) // stale: the breaker has closed since
+	if s := b.State(); s != StateClosed {
+		t.Fatalf("a stale cancel changed the state to %v", s)
+	}
+}

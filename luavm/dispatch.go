@@ -147,9 +147,16 @@ func (s *Script) fallback(ctx *fasthttp.RequestCtx) {
 	s.host.WriteError(ctx, fasthttp.StatusNotFound, "not found")
 }
 
-// notAllowed is the default MethodNotAllowed handler; Allow is already set.
+// notAllowed is the default MethodNotAllowed handler. Allow is already set,
+// and Host.WriteError replaces the whole response, headers included, so it
+// is put back: a 405 must carry Allow (RFC 9110 section 15.5.6). The copy
+// allocates, on the 405 path only.
 func (s *Script) notAllowed(ctx *fasthttp.RequestCtx) {
+	allow := string(ctx.Response.Header.Peek(fasthttp.HeaderAllow))
 	s.host.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed")
+	if allow != "" {
+		ctx.Response.Header.Set(fasthttp.HeaderAllow, allow)
+	}
 }
 
 // b2s views b as a string without copying. The string must not outlive

@@ -53,11 +53,9 @@ func (v *vm) strRep(L *lua.LState) int {
 	if n > v.s.cfg.MaxStringSize/len(s) {
 		v.tooLarge(L, "string.rep", len(s)*min(n, v.s.cfg.MaxStringSize+1))
 	}
-	b := make([]byte, 0, len(s)*n)
-	for range n {
-		b = append(b, s...)
-	}
-	L.Push(lua.LString(unsafe.String(unsafe.SliceData(b), len(b))))
+	// strings.Repeat copies in doubling chunks: an append per repetition
+	// spent ~30ms of the 50ms default budget on string.rep("x", 16MiB).
+	L.Push(lua.LString(strings.Repeat(s, n)))
 	return 1
 }
 

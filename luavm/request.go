@@ -2,6 +2,7 @@ package luavm
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/valyala/fasthttp"
 	lua "github.com/yuin/gopher-lua"
@@ -170,8 +171,18 @@ func reqBody(L *lua.LState) int {
 		if !v.dl.pause() {
 			L.RaiseError("%s", errTimeoutText)
 		}
-		body = ctx.Request.Body()
+		// Not Request.Body: on a stream it logs a warning through the
+		// server's logger on every call, one WARN line per request that
+		// any client can trigger. Read whole, as Body would (the server
+		// bounds it by max_request_body), and buffered from now on for a
+		// later req:Body() and for keystone.Proxy.
+		b, err := io.ReadAll(ctx.RequestBodyStream())
 		v.dl.resume()
+		ctx.Request.SetBodyRaw(b)
+		if err != nil {
+			L.RaiseError("req:Body(): reading the body: %s", err.Error())
+		}
+		body = b
 	} else {
 		body = ctx.Request.Body()
 	}

@@ -45,3 +45,29 @@ func TestHeaderHandlingDoesNotAllocate(t *testing.T) {
 		t.Errorf("framing and hop-by-hop handling: %v allocs/op, want 0", allocs)
 	}
 }
+
+// TestLuaRoutesStayWithinTheirAllocationBudget holds the Lua paths through
+// the whole pipeline to their budgets: a Hello World route at most 10
+// allocs/op (it measures 0), a middleware in front of keystone.Proxy at most
+// 3 (fasthttp/router allocates the catch-all parameter; the proxy stage and
+// the Lua call allocate nothing).
+func TestLuaRoutesStayWithinTheirAllocationBudget(t *testing.T) {
+	for _, c := range []struct {
+		name, script, uri string
+		wantLen           int
+		budget            float64
+	}{
+		{"hello world", benchHelloLua, helloURI, helloLen, 10},
+		{"middleware + proxy", benchMiddlewareProxyLua, proxiedURI, upstreamLen, 3},
+	} {
+		s := newLuaBenchGateway(t, c.script)
+		ctx, tmpl := newLuaBenchCtx(c.uri)
+		for range 100 {
+			serveBench(t, s, ctx, tmpl, c.wantLen)
+		}
+		allocs := testing.AllocsPerRun(1000, func() { serveBench(t, s, ctx, tmpl, c.wantLen) })
+		if allocs > c.budget {
+			t.Errorf("%s: %v allocs/op, budget %v", c.name, allocs, c.budget)
+		}
+	}
+}

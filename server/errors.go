@@ -23,6 +23,7 @@ const (
 	codeUnavailable      = "no_upstream_available"
 	codeCircuitOpen      = "circuit_open"
 	codeUnauthorized     = "unauthorized"
+	codeBusy             = "busy" // every Lua VM of the script is busy
 )
 
 // writeError replaces the response with the gateway's JSON error body:

@@ -2,11 +2,16 @@ package server
 
 import (
 	"errors"
+	"io"
 	"net"
 	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/keystone-gateway/keystone/balancer"
+	"github.com/keystone-gateway/keystone/breaker"
 	"github.com/valyala/fasthttp"
 )
 
@@ -18,6 +23,24 @@ type upstream struct {
 	// host is the Host header sent when the tenant does not preserve the
 	// client's.
 	host string
+	// pooledOutages is the Upstream.Outages count the idle connections
+	// in client were last checked against. Written (CAS) by the first
+	// attempt that sees a newer count, which then closes them; read by
+	// every attempt. Invariant: at most Outages().
+	pooledOutages atomic.Uint64
+}
+
+// dropStaleConns closes the idle connections to the upstream if it was
+// taken out of rotation since they were last checked. An upstream that
+// was marked down or ejected has often been restarted: its keep-alive
+// connections lead to the old process, and a request on one fails (for a
+// POST, with nothing to retry it) although the upstream is back. It costs
+// two atomic loads when nothing happened.
+func (u *upstream) dropStaleConns() {
+	n := u.Outages()
+	if seen := u.pooledOutages.Load(); seen != n && u.pooledOutages.CompareAndSwap(seen, n) {
+		u.client.CloseIdleConnections()
+	}
 }
 
 // pool is what the proxy stage forwards to: a tenant's upstreams, their
@@ -31,10 +54,16 @@ type pool struct {
 	strip        bool
 	preserveHost bool
 	timeout      time.Duration // per attempt
-	retry        retryPolicy
-	budget       *retryBudget
-	trusted      trustedProxies
-	reqIDHeader  string
+	// replayBody is the largest request body (by Content-Length) read
+	// into memory before the first attempt when a retry might send the
+	// request again; larger bodies and chunked ones stream to the
+	// upstream once and are never retried after being sent. If zero,
+	// defaultReplayBody. newPool sets it to server.stream_request_body_over.
+	replayBody  int
+	retry       retryPolicy
+	budget      *retryBudget
+	trusted     trustedProxies
+	reqIDHeader string
 }
 
 // failure classifies how an upstream attempt ended.
@@ -148,6 +177,9 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 	p.prepare(ctx, rs)
 
 	idempotent := isIdempotent(&req.Header)
+	if idempotent && p.retry.resends() && req.IsBodyStream() && !p.bufferBody(ctx, rs) {
+		return
+	}
 	streamed := req.IsBodyStream()
 	if p.retry.attempts > 0 {
 		p.budget.deposit(rs.start)
@@ -186,26 +218,25 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 			req.URI().SetHost(up.host)
 		}
 
+		up.dropStaleConns()
 		up.Acquire()
 		err := up.client.DoDeadline(req, &ctx.Response, time.Now().Add(p.timeout))
 		up.Release()
 
 		if rs.body.exceeded {
 			// The client's chunked body passed max_request_body: the
-			// upstream is not at fault, and finish answers 413.
-			up.Breaker.Done(tok, true)
+			// upstream is not at fault, and finish answers 413. The
+			// attempt proves nothing either way, so it gives its
+			// breaker admission back (a half-open probe slot) rather
+			// than report a success that could close the breaker.
+			up.Breaker.Cancel(tok)
 			break
 		}
 		f := classify(err)
 		if f == failNone && ctx.Response.StatusCode() >= 500 {
 			f = failStatus
 		}
-		// The breaker and passive health judge the upstream, so the
-		// gateway's own pool exhaustion is not held against it.
-		if f != failNoConns {
-			up.Breaker.Done(tok, f == failNone)
-			up.ReportResult(f == failNone)
-		}
+		up.report(tok, f, err)
 		if f == failNone {
 			break
 		}
@@ -227,6 +258,88 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 	if clientClose {
 		ctx.SetConnectionClose()
 	}
+}
+
+// report tells the upstream's breaker and passive health check how an
+// attempt that ended in f (with err) went. They judge the upstream, so only
+// what the upstream did counts: connect errors, timeouts, broken
+// connections and 5xx answers are failures; an answer larger than
+// max_response_body breaks the gateway's own limit and is a success (the
+// upstream answered). The gateway's own pool exhaustion says nothing about
+// the upstream: the admission is handed back (Breaker.Cancel), which
+// matters for a half-open probe, whose slot would otherwise stay taken and
+// keep the breaker rejecting every request.
+func (u *upstream) report(tok breaker.Token, f failure, err error) {
+	switch f {
+	case failNoConns:
+		u.Breaker.Cancel(tok)
+		return
+	case failConnect:
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			// Nothing listens at the upstream's address any more:
+			// every idle connection to it leads to a process that is
+			// gone. (Not on other dial errors: closing connections
+			// because this host ran out of ports or descriptors would
+			// only make it dial more.)
+			u.client.CloseIdleConnections()
+		}
+	}
+	ok := f == failNone || f == failTooLarge
+	u.Breaker.Done(tok, ok)
+	u.ReportResult(ok)
+}
+
+// defaultReplayBody is pool.replayBody when zero: fasthttp's read-ahead of
+// a request body, so the bodies it qualifies are in memory already.
+const defaultReplayBody = 8 << 10
+
+// replayBufs holds the buffers bufferBody reads bodies through, so a steady
+// stream of small PUTs does not allocate one per request.
+var replayBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// bufferBody reads a streamed request body of known size, up to
+// p.replayBody, into the request, so that a retry can send it again. The
+// server streams every request body (fasthttp reads ahead at most 8KiB of
+// it), and a stream can be sent once: without this, a PUT of a few bytes
+// could never be retried after reaching an upstream. It reports false after
+// answering the client itself, when the body could not be read.
+func (p *pool) bufferBody(ctx *fasthttp.RequestCtx, rs *reqState) bool {
+	req := &ctx.Request
+	n := req.Header.ContentLength()
+	limit := p.replayBody
+	if limit <= 0 {
+		limit = defaultReplayBody
+	}
+	if n < 0 || n > limit {
+		return true // chunked or large: it streams, and is not retried once sent
+	}
+	bp := replayBufs.Get().(*[]byte)
+	defer replayBufs.Put(bp)
+	if cap(*bp) < n {
+		*bp = make([]byte, n)
+	}
+	buf := (*bp)[:n]
+	if _, err := io.ReadFull(req.BodyStream(), buf); err != nil {
+		// The client stopped sending (or was too slow for
+		// server.read_timeout): nothing was forwarded yet.
+		ctx.SetConnectionClose()
+		if isTimeout(err) {
+			writeError(ctx, rs.reqID, fasthttp.StatusRequestTimeout, codeTimeout, "request body not received in time")
+			rs.errKind = codeTimeout
+		} else {
+			writeError(ctx, rs.reqID, fasthttp.StatusBadRequest, codeBadRequest, "request body ended early")
+			rs.errKind = codeBadRequest
+		}
+		return false
+	}
+	// SetBody copies buf into the request's own body buffer and ends the
+	// stream, which was read to its end, so the server has nothing left to
+	// drain from the connection.
+	req.SetBody(buf)
+	if cap(*bp) > 1<<20 {
+		*bp = nil // don't let one large body pin memory in the pool
+	}
+	return true
 }
 
 // prepare edits the request for forwarding; it runs once per request, not
@@ -333,20 +446,33 @@ func isIdempotent(h *fasthttp.RequestHeader) bool {
 }
 
 // unavailable answers when no upstream can take the request: 503, with
-// Retry-After when open breakers are what stands in the way.
+// Retry-After when circuit breakers are what stands in the way. An open
+// breaker says when it lets probes through; a half-open one has its probes
+// in flight and decides within a request timeout, so 1s is the honest
+// estimate. Retry-After is in whole seconds (RFC 9110 section 10.2.3),
+// rounded up so a client never comes back before the breaker is ready.
 func (p *pool) unavailable(ctx *fasthttp.RequestCtx, rs *reqState) {
 	var wait time.Duration
+	tripped := false
 	for _, up := range p.ups {
-		if up.Breaker == nil {
-			continue
-		}
-		if d := up.Breaker.RetryAfter(); d > 0 && (wait == 0 || d < wait) {
-			wait = d
+		switch up.Breaker.State() { // nil-safe: no breaker is closed
+		case breaker.StateOpen:
+			tripped = true
+			if d := up.Breaker.RetryAfter(); d > 0 && (wait == 0 || d < wait) {
+				wait = d
+			}
+		case breaker.StateHalfOpen:
+			tripped = true
+			if wait == 0 || time.Second < wait {
+				wait = time.Second
+			}
 		}
 	}
-	if wait > 0 {
+	if tripped {
 		writeError(ctx, rs.reqID, fasthttp.StatusServiceUnavailable, codeCircuitOpen, "upstreams are failing; circuit open")
-		secs := int64((wait + time.Second - 1) / time.Second)
+		// The breaker keeps its deadline in whole milliseconds rounded
+		// up; that millisecond must not turn 30s into "31".
+		secs := max(int64((wait-time.Millisecond+time.Second-1)/time.Second), 1)
 		var b [20]byte
 		ctx.Response.Header.SetBytesV(fasthttp.HeaderRetryAfter, strconv.AppendInt(b[:0], secs, 10))
 		rs.errKind = codeCircuitOpen

@@ -12,8 +12,24 @@ type retryPolicy struct {
 	attempts     int // retries after the first try
 	connectError bool
 	timeout      bool
-	statuses     [8]int // upstream statuses retried; 0 ends the list
+	statuses     statusSet // upstream statuses retried
 	backoff      time.Duration
+}
+
+// statusSet is a set of 5xx status codes, one bit per code from 500 to 599:
+// config accepts any of them in retries.on, and a fixed-size list would
+// silently drop codes past its end.
+type statusSet [2]uint64
+
+func (s *statusSet) add(code int) {
+	if i := code - 500; i >= 0 && i < 100 {
+		s[i/64] |= 1 << (i % 64)
+	}
+}
+
+func (s *statusSet) has(code int) bool {
+	i := code - 500
+	return i >= 0 && i < 100 && s[i/64]&(1<<(i%64)) != 0
 }
 
 func newRetryPolicy(c config.Retries) retryPolicy {
@@ -23,13 +39,18 @@ func newRetryPolicy(c config.Retries) retryPolicy {
 		timeout:      c.Conditions.Timeout,
 		backoff:      c.Backoff.D(),
 	}
-	for i, s := range c.Conditions.Statuses {
-		if i == len(p.statuses) {
-			break
-		}
-		p.statuses[i] = s
+	for _, s := range c.Conditions.Statuses {
+		p.statuses.add(s)
 	}
 	return p
+}
+
+// resends reports whether a retry may send a request again after it reached
+// an upstream: retries are on and some condition other than a failure to
+// connect (nothing sent) is retried; a broken connection counts, being
+// retried under connect_error.
+func (p *retryPolicy) resends() bool {
+	return p.attempts > 0 && (p.connectError || p.timeout || p.statuses != statusSet{})
 }
 
 // allows reports whether an attempt that ended in f (with the upstream's
@@ -54,14 +75,7 @@ func (p *retryPolicy) allows(f failure, status int, idempotent, streamed bool) b
 		// nginx's "error" condition.
 		return p.connectError
 	case failStatus:
-		for _, s := range p.statuses {
-			if s == 0 {
-				break
-			}
-			if s == status {
-				return true
-			}
-		}
+		return p.statuses.has(status)
 	}
 	return false
 }
@@ -79,59 +93,84 @@ const (
 
 // retryBudget caps retries to a share of requests over a rolling window, so
 // that a failing upstream cannot turn every request into 1+attempts requests
-// and a retry storm. Lock-free: each bucket is tagged with the second it
-// counts; a writer that finds a stale tag resets the bucket first. Two
-// writers racing on a reset can lose a count; the budget is a rate limiter,
-// not a ledger, and a count off by one does not matter.
+// and a retry storm: over any window, retries <= max(ratio * requests, 10).
+//
+// Lock-free, and exact within a second: each counter is one word stamped
+// with the second it counts (the breaker's window does the same), so a
+// writer that finds an older stamp restarts the counter with one CAS and no
+// count is lost to a reset; and withdraw takes a retry with a CAS against
+// the very count it summed, so concurrent withdrawals cannot overdraw the
+// budget. (Withdrawals racing across a second boundary write different
+// counters and may overdraw it by one each.)
 type retryBudget struct {
 	ratio   float64
 	buckets [budgetBuckets]budgetSlot
 }
 
+// budgetSlot is one second of the window. Each word is stamp<<32 | count,
+// the stamp being the low 32 bits of the Unix second counted. requests is
+// added to by every request of that second (deposit); retries by every
+// retry granted in it (withdraw). Both are summed by withdraw. Invariant: a
+// word counts toward a window only if its stamp is one of the window's
+// seconds.
 type budgetSlot struct {
-	// sec is the second (unix nanos / 1s) the counts belong to. Written by
-	// the first writer of a new second (CAS), read by all.
-	sec atomic.Int64
-	// requests and retries are added to by every request of that second
-	// and summed by withdraw.
-	requests atomic.Int64
-	retries  atomic.Int64
+	requests atomic.Uint64
+	retries  atomic.Uint64
 }
 
 func newRetryBudget(ratio float64) *retryBudget { return &retryBudget{ratio: ratio} }
 
-func (b *retryBudget) slot(now time.Time) *budgetSlot {
-	sec := now.UnixNano() / budgetBucket
-	s := &b.buckets[sec%budgetBuckets]
-	if old := s.sec.Load(); old != sec && s.sec.CompareAndSwap(old, sec) {
-		s.requests.Store(0)
-		s.retries.Store(0)
+// budgetSecond returns the stamp of the second now falls in.
+func budgetSecond(now time.Time) uint32 { return uint32(now.UnixNano() / budgetBucket) }
+
+// budgetCount returns the count of w if its stamp is within the window
+// ending at sec, else 0.
+func budgetCount(w uint64, sec uint32) int64 {
+	if age := sec - uint32(w>>32); age < budgetBuckets {
+		return int64(uint32(w))
 	}
-	return s
+	return 0
 }
 
 // deposit counts a request.
-func (b *retryBudget) deposit(now time.Time) { b.slot(now).requests.Add(1) }
+func (b *retryBudget) deposit(now time.Time) {
+	sec := budgetSecond(now)
+	c := &b.buckets[sec%budgetBuckets].requests
+	for {
+		w := c.Load()
+		if uint32(w>>32) == sec {
+			c.Add(1)
+			return
+		}
+		if c.CompareAndSwap(w, uint64(sec)<<32|1) {
+			return
+		}
+	}
+}
 
 // withdraw takes one retry from the budget and reports whether there was one.
 func (b *retryBudget) withdraw(now time.Time) bool {
-	s := b.slot(now)
-	sec := now.UnixNano() / budgetBucket
-	var reqs, retries int64
-	for i := range b.buckets {
-		o := &b.buckets[i]
-		if sec-o.sec.Load() < budgetBuckets {
-			reqs += o.requests.Load()
-			retries += o.retries.Load()
+	sec := budgetSecond(now)
+	c := &b.buckets[sec%budgetBuckets].retries
+	for {
+		cur := c.Load()
+		var reqs, retries int64
+		for i := range b.buckets {
+			reqs += budgetCount(b.buckets[i].requests.Load(), sec)
+			if r := &b.buckets[i].retries; r != c {
+				retries += budgetCount(r.Load(), sec)
+			}
+		}
+		next := uint64(sec)<<32 | 1
+		if uint32(cur>>32) == sec {
+			retries += int64(uint32(cur))
+			next = cur + 1
+		}
+		if retries >= max(int64(b.ratio*float64(reqs)), budgetMinRetries) {
+			return false
+		}
+		if c.CompareAndSwap(cur, next) {
+			return true
 		}
 	}
-	limit := int64(b.ratio * float64(reqs))
-	if limit < budgetMinRetries {
-		limit = budgetMinRetries
-	}
-	if retries >= limit {
-		return false
-	}
-	s.retries.Add(1)
-	return true
 }

@@ -251,6 +251,11 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		// A pointer boxes without allocating; scripts read it as a
 		// fmt.Stringer for req.RemoteAddr.
 		ctx.SetUserValue(luavm.ClientIPKey, &rs.clientIP)
+		// Scripts find the request id in the request header (their log
+		// lines, req:Header()); a generated id, or one replacing an
+		// invalid client id, is not there yet. The proxy stage sets the
+		// same value again for the upstream.
+		h.SetBytesV(snap.reqIDHeader, rs.reqID)
 	}
 	t.serve(ctx)
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -35,6 +36,8 @@ type snapshot struct {
 	maxHeaders     int
 
 	checkers []*balancer.Checker
+	// pools are every pool built for the snapshot, closed with it.
+	pools []*pool
 }
 
 // tenant is one tenant of a snapshot.
@@ -92,7 +95,9 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 		return nil, err
 	}
 	// Scripts load after every pool exists: keystone.Proxy("other") in one
-	// tenant's script resolves another tenant's pool.
+	// tenant's script resolves another tenant's pool. Every script is
+	// loaded even after one fails, so `keystone check` reports them all.
+	var scriptErrs []error
 	for _, t := range snap.tenants {
 		if t.cfg.Script == "" {
 			continue
@@ -110,10 +115,14 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			RequestIDHeader: snap.reqIDHeader,
 		})
 		if err != nil {
-			return nil, err
+			scriptErrs = append(scriptErrs, err)
+			continue
 		}
 		t.script = sc
 		t.serve = sc.Handler
+	}
+	if len(scriptErrs) > 0 {
+		return nil, errors.Join(scriptErrs...)
 	}
 	return snap, nil
 }
@@ -130,7 +139,9 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 		budget:       newRetryBudget(tc.Retries.BudgetRatio),
 		trusted:      snap.trusted,
 		reqIDHeader:  snap.reqIDHeader,
+		replayBody:   int(snap.cfg.Server.StreamRequestBodyOver),
 	}
+	snap.pools = append(snap.pools, p)
 	if p.prefix != nil && string(p.prefix) == "/" {
 		p.prefix = nil
 	}
@@ -277,10 +288,11 @@ func (snap *snapshot) close() {
 		if t.script != nil {
 			t.script.Close()
 		}
-		if t.pool != nil {
-			for _, up := range t.pool.ups {
-				up.client.CloseIdleConnections()
-			}
+	}
+	// Tenant pools and those keystone.Proxy("http://…") made for scripts.
+	for _, p := range snap.pools {
+		for _, up := range p.ups {
+			up.client.CloseIdleConnections()
 		}
 	}
 }
@@ -332,22 +344,27 @@ func (h *scriptHost) ProxyHandler(target string) (fasthttp.RequestHandler, error
 
 // WriteError answers with the gateway's JSON error body.
 func (h *scriptHost) WriteError(ctx *fasthttp.RequestCtx, status int, msg string) {
-	rs := stateOf(ctx)
-	var id []byte
-	if rs != nil {
-		id = rs.reqID
-		rs.errKind = "script_error"
-	}
 	code := codeInternal
 	switch {
 	case status == fasthttp.StatusNotFound:
 		code = codeNotFound
+	case status == fasthttp.StatusMethodNotAllowed:
+		code = codeMethodNotAllowed
 	case status == fasthttp.StatusServiceUnavailable:
-		code = codeUnavailable
+		code = codeBusy
 	case status == fasthttp.StatusGatewayTimeout:
 		code = codeUpstreamTimeout
 	case status < 500:
 		code = codeBadRequest
+	}
+	var id []byte
+	if rs := stateOf(ctx); rs != nil {
+		id = rs.reqID
+		// A script's 404 or 405 is routing, not a failure of the script.
+		rs.errKind = "script_error"
+		if status < 500 {
+			rs.errKind = code
+		}
 	}
 	writeError(ctx, id, status, code, msg)
 }
