@@ -63,8 +63,17 @@ type pool struct {
 	retry       retryPolicy
 	budget      *retryBudget
 	trusted     trustedProxies
-	reqIDHeader string
+	reqIDHeader []byte // canonical form
 }
+
+// Canonical header keys and values the proxy stage sets on every request.
+var (
+	keyXForwardedFor   = []byte(fasthttp.HeaderXForwardedFor)
+	keyXForwardedProto = []byte(fasthttp.HeaderXForwardedProto)
+	keyXForwardedHost  = []byte(fasthttp.HeaderXForwardedHost)
+	valueHTTP          = []byte("http")
+	valueHTTPS         = []byte("https")
+)
 
 // failure classifies how an upstream attempt ended.
 type failure uint8
@@ -220,7 +229,8 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 
 		up.dropStaleConns()
 		up.Acquire()
-		err := up.client.DoDeadline(req, &ctx.Response, time.Now().Add(p.timeout))
+		// DoTimeout reads the clock once; DoDeadline would read it twice.
+		err := up.client.DoTimeout(req, &ctx.Response, p.timeout)
 		up.Release()
 
 		if rs.body.exceeded {
@@ -371,22 +381,20 @@ func (p *pool) prepare(ctx *fasthttp.RequestCtx, rs *reqState) {
 	keepHost := peerTrusted && len(h.Peek(fasthttp.HeaderXForwardedHost)) > 0
 
 	removeRequestHopHeaders(h)
-	// fasthttp already answered "Expect: 100-continue" and read the body;
-	// passing the expectation on would make the upstream wait for a
-	// continue nobody sends.
-	h.Del(fasthttp.HeaderExpect)
-	h.SetBytesV(fasthttp.HeaderXForwardedFor, xff)
+	// The keys are in canonical form already: SetCanonical skips
+	// re-normalizing them on every request.
+	h.SetCanonical(keyXForwardedFor, xff)
 	if !keepProto {
 		if ctx.IsTLS() {
-			h.Set(fasthttp.HeaderXForwardedProto, "https")
+			h.SetCanonical(keyXForwardedProto, valueHTTPS)
 		} else {
-			h.Set(fasthttp.HeaderXForwardedProto, "http")
+			h.SetCanonical(keyXForwardedProto, valueHTTP)
 		}
 	}
 	if !keepHost {
-		h.SetBytesV(fasthttp.HeaderXForwardedHost, req.URI().Host())
+		h.SetCanonical(keyXForwardedHost, req.URI().Host())
 	}
-	h.SetBytesV(p.reqIDHeader, rs.reqID)
+	h.SetCanonical(p.reqIDHeader, rs.reqID)
 
 	if p.strip && len(p.prefix) > 0 {
 		path := req.URI().Path()

@@ -210,3 +210,35 @@ func TestObsFoldIsNeverForwardedRaw(t *testing.T) {
 		t.Fatalf("got %.120q", out)
 	}
 }
+
+func TestWithoutStreamingBodiesAreBufferedAndStillBounded(t *testing.T) {
+	t.Parallel()
+	up := startEcho(t, "up")
+	// A threshold at max_request_body: nothing streams, fasthttp buffers
+	// every body and enforces the limit itself.
+	g := startGateway(t, yamlf(`
+server: {max_request_body: 64KiB, stream_request_body_over: 64KiB}
+tenants:
+  - {name: api, path_prefix: /, upstreams: [{url: %q}]}
+`, up.url()))
+	if g.srv.srv.StreamRequestBody {
+		t.Fatal("streaming should be off when the threshold equals max_request_body")
+	}
+	resp := g.do("POST", "", "/up", []byte(strings.Repeat("b", 60<<10)))
+	if e := decodeEcho(t, resp); e.Body != 60<<10 {
+		t.Errorf("upstream got %d bytes, want %d", e.Body, 60<<10)
+	}
+	out := g.raw("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n"+strings.Repeat("z", 70000), 3*time.Second)
+	if !strings.HasPrefix(out, "HTTP/1.1 413") || !strings.Contains(out, `"error":"request_too_large"`) {
+		t.Errorf("Content-Length over the limit: %.200q", out)
+	}
+	var b strings.Builder
+	b.WriteString("POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+	for range 10 {
+		b.WriteString("2000\r\n" + strings.Repeat("c", 8192) + "\r\n")
+	}
+	b.WriteString("0\r\n\r\n")
+	if out := g.raw(b.String(), 3*time.Second); !strings.HasPrefix(out, "HTTP/1.1 413") {
+		t.Errorf("chunked body over the limit: %.200q", out)
+	}
+}

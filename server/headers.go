@@ -40,6 +40,11 @@ func hopMask(all iter.Seq2[[]byte, []byte]) uint16 {
 func hopIndex(k []byte) int {
 	switch len(k) {
 	case 2, 7, 10, 16, 17, 18, 19:
+	case 6:
+		if bytes.EqualFold(k, []byte(fasthttp.HeaderExpect)) {
+			return expectIndex
+		}
+		return -1
 	default:
 		return -1
 	}
@@ -51,7 +56,13 @@ func hopIndex(k []byte) int {
 	return -1
 }
 
-const connectionBit = 1 << 0 // hopHeaders[0] is "Connection"
+const (
+	connectionBit = 1 << 0 // hopHeaders[0] is "Connection"
+	// expectIndex marks Expect, which is not hop-by-hop but is not
+	// forwarded either (see removeRequestHopHeaders).
+	expectIndex = len(hopHeaders)
+	expectBit   = 1 << expectIndex
+)
 
 // removeRequestHopHeaders strips the hop-by-hop headers from a request,
 // including every header the Connection header names (RFC 9110
@@ -62,6 +73,12 @@ const connectionBit = 1 << 0 // hopHeaders[0] is "Connection"
 func removeRequestHopHeaders(h *fasthttp.RequestHeader) {
 	if m := hopMask(h.All()); m != 0 {
 		removeHop(h, m)
+		if m&expectBit != 0 {
+			// fasthttp already answered "Expect: 100-continue" and read
+			// the body; passing the expectation on would make the
+			// upstream wait for a continue nobody sends.
+			h.Del(fasthttp.HeaderExpect)
+		}
 	}
 	// The client's "Connection: close" is a flag in fasthttp, not a
 	// field; it concerns the client's connection, which the server loop

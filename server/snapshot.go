@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/textproto"
 	"net/url"
 	"strings"
 
@@ -24,7 +25,7 @@ type snapshot struct {
 	tenants     []*tenant
 	byName      map[string]*tenant
 	trusted     trustedProxies
-	reqIDHeader string
+	reqIDHeader []byte // canonical form
 
 	adminEnabled bool
 	adminPrefix  []byte
@@ -57,7 +58,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 	snap := &snapshot{
 		cfg:            cfg,
 		byName:         make(map[string]*tenant, len(cfg.Tenants)),
-		reqIDHeader:    cfg.Server.RequestIDHeader,
+		reqIDHeader:    []byte(textproto.CanonicalMIMEHeaderKey(cfg.Server.RequestIDHeader)),
 		adminEnabled:   cfg.Admin.Enabled,
 		adminPrefix:    []byte(cfg.Admin.Prefix),
 		maxBody:        int64(cfg.Server.MaxRequestBody),
@@ -112,7 +113,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			Host:            &scriptHost{snap: snap, tenant: t, srv: s},
 			Store:           s.store(t.cfg.Name),
 			Fallback:        fallback,
-			RequestIDHeader: snap.reqIDHeader,
+			RequestIDHeader: string(snap.reqIDHeader),
 		})
 		if err != nil {
 			scriptErrs = append(scriptErrs, err)
