@@ -31,13 +31,17 @@ type Error struct {
 func (e *Error) Unwrap() error { return e.err }
 
 // Error formats e as "FILE:LINE:COL: PATH: MSG", the shape compilers use so
-// that editors can jump to the spot. "PATH: " is left out when Path is empty
+// that editors can jump to the spot. "PATH: " is left out when Path is empty,
+// ":COL" when the column is unknown (Lua runtime errors carry only a line)
 // and ":LINE:COL" when the position is unknown.
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
 	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d:%d", e.Line, e.Col)
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	if e.Line > 0 && e.Col > 0 {
+		fmt.Fprintf(&b, ":%d", e.Col)
 	}
 	b.WriteString(": ")
 	if e.Path != "" {

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // errorAt records a validation error about path, positioned where path (or
@@ -104,7 +106,7 @@ func validateServer(s *Server, d *decoder) {
 			d.errorAt(fmt.Sprintf("server.trusted_proxies[%d]", i), "%s", err.Error())
 		}
 	}
-	if !validToken(s.RequestIDHeader) {
+	if !httpguts.ValidHeaderFieldName(s.RequestIDHeader) {
 		d.errorAt("server.request_id_header", "expected a header name such as \"X-Request-ID\", got %q", clip(s.RequestIDHeader))
 	}
 }
@@ -166,24 +168,6 @@ func allDigits(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// validToken reports whether s is an HTTP token (RFC 9110 section 5.6.2),
-// the syntax of a header field name.
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
-			continue
-		}
-		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
 			return false
 		}
 	}

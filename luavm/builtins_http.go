@@ -6,6 +6,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 	lua "github.com/yuin/gopher-lua"
+	"golang.org/x/net/http/httpguts"
 )
 
 // defaultHTTPClient serves keystone.http when Options.HTTPClient is nil.
@@ -34,7 +35,7 @@ const (
 func (v *vm) httpDo(L *lua.LState, method string, n int) int {
 	if method == "" {
 		method = strings.ToUpper(L.CheckString(n))
-		if !validToken(method) {
+		if !httpguts.ValidHeaderFieldName(method) {
 			L.ArgError(n, "invalid HTTP method "+quote(method))
 		}
 		n++
@@ -56,7 +57,7 @@ func (v *vm) httpDo(L *lua.LState, method string, n int) int {
 		if h, ok := opts.RawGetString("headers").(*lua.LTable); ok {
 			h.ForEach(func(k, val lua.LValue) {
 				ks, vs := lua.LVAsString(k), lua.LVAsString(val)
-				if !validToken(ks) || !validHeaderValue(vs) {
+				if !httpguts.ValidHeaderFieldName(ks) || !httpguts.ValidHeaderFieldValue(vs) {
 					L.ArgError(n+1, "invalid header "+quote(ks))
 				}
 				req.Header.Set(ks, vs)

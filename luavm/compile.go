@@ -50,9 +50,9 @@ func compileChunk(src []byte, name string) (*lua.FunctionProto, *Error) {
 	if err != nil {
 		var perr *parse.Error
 		if errors.As(err, &perr) {
-			e := &Error{File: name, Line: perr.Pos.Line, Column: perr.Pos.Column, Msg: perr.Message}
+			e := &Error{File: name, Line: perr.Pos.Line, Col: perr.Pos.Column, Msg: perr.Message}
 			if perr.Pos.Line == parse.EOF {
-				e.Line, e.Column = bytes.Count(src, []byte{'\n'})+1, 0
+				e.Line, e.Col = bytes.Count(src, []byte{'\n'})+1, 0
 				e.Msg += " at end of file"
 			} else if perr.Token != "" {
 				e.Msg += fmt.Sprintf(" near %q", perr.Token)

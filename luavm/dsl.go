@@ -5,6 +5,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 	lua "github.com/yuin/gopher-lua"
+	"golang.org/x/net/http/httpguts"
 )
 
 // routerObj is the Go side of a router a script builds with
@@ -166,7 +167,7 @@ func routeFor(method string) func(v *vm, L *lua.LState) int {
 func (v *vm) routerMethod(L *lua.LState) int {
 	r := checkRouter(L, 1)
 	method := strings.ToUpper(L.CheckString(2))
-	if !validToken(method) {
+	if !httpguts.ValidHeaderFieldName(method) {
 		L.ArgError(2, "invalid HTTP method "+quote(method))
 	}
 	v.addRoute(L, r, []string{method}, L.CheckString(3), checkHandler(L, 4))
@@ -330,21 +331,4 @@ func callerPos(L *lua.LState) pos {
 			return pos{file: dbg.Source, line: dbg.CurrentLine}
 		}
 	}
-}
-
-// validToken reports whether s is an RFC 9110 token (a method or header name).
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
-			continue
-		}
-		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
-			return false
-		}
-	}
-	return true
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/keystone-gateway/keystone/config"
 )
 
 // Sentinel errors. Compare with errors.Is; they are wrapped with context.
@@ -24,65 +26,16 @@ var (
 	ErrOverflow = errors.New("luavm: store increment overflows int64")
 )
 
-// Error is one problem in a script, at a position in one of its files.
-// Its text is "FILE:LINE:COL: message", the column omitted when unknown
-// (gopher-lua's parser reports columns, its compiler and runtime only lines).
-type Error struct {
-	// File is the script or module path inside the scripts fs.FS.
-	File string
-	// Line is 1-based; 0 when the position is unknown.
-	Line int
-	// Column is 1-based; 0 when unknown.
-	Column int
-	// Msg is lowercase, without a trailing period.
-	Msg string
-}
-
-// Error formats e as FILE:LINE:COL: message.
-func (e *Error) Error() string {
-	switch {
-	case e.Line <= 0:
-		return e.File + ": " + e.Msg
-	case e.Column <= 0:
-		return e.File + ":" + strconv.Itoa(e.Line) + ": " + e.Msg
-	}
-	return e.File + ":" + strconv.Itoa(e.Line) + ":" + strconv.Itoa(e.Column) + ": " + e.Msg
-}
+// Error is one problem in a script, at a position in one of its files: a
+// config.Error without a field path. Its text is "FILE:LINE:COL: message",
+// the column omitted when unknown (gopher-lua's parser reports columns, its
+// compiler and runtime only lines), so `keystone check` prints script and
+// config problems alike.
+type Error = config.Error
 
 // ErrorList is every problem found while compiling or loading one script,
-// in the order found. Its text has one Error per line, ready for
-// `keystone check`.
-type ErrorList []*Error
-
-// Error returns one Error per line.
-func (l ErrorList) Error() string {
-	var b strings.Builder
-	for i, e := range l {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString(e.Error())
-	}
-	return b.String()
-}
-
-// Unwrap returns the list's errors, for errors.As and errors.Is.
-func (l ErrorList) Unwrap() []error {
-	errs := make([]error, len(l))
-	for i, e := range l {
-		errs[i] = e
-	}
-	return errs
-}
-
-// err returns l as an error, or nil when l is empty, so a nil ErrorList
-// never becomes a non-nil error interface.
-func (l ErrorList) err() error {
-	if len(l) == 0 {
-		return nil
-	}
-	return l
-}
+// in the order found, one Error per line of its text.
+type ErrorList = config.ErrorList
 
 // pos is a position in a script file.
 type pos struct {

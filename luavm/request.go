@@ -6,6 +6,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 	lua "github.com/yuin/gopher-lua"
+	"golang.org/x/net/http/httpguts"
 )
 
 // req is one userdata per VM, bound to the current request's ctx: no
@@ -228,7 +229,7 @@ func reqCookie(L *lua.LState) int {
 func reqSetPath(L *lua.LState) int {
 	v := checkRequest(L, 1)
 	p := L.CheckString(2)
-	if p == "" || p[0] != '/' || !validHeaderValue(p) {
+	if p == "" || p[0] != '/' || !httpguts.ValidHeaderFieldValue(p) {
 		L.ArgError(2, "path must start with \"/\" and contain no control characters")
 	}
 	v.requestCtx(L).URI().SetPath(p)
@@ -238,7 +239,7 @@ func reqSetPath(L *lua.LState) int {
 func reqSetRawQuery(L *lua.LState) int {
 	v := checkRequest(L, 1)
 	q := L.CheckString(2)
-	if !validHeaderValue(q) {
+	if !httpguts.ValidHeaderFieldValue(q) {
 		L.ArgError(2, "query must contain no control characters")
 	}
 	v.requestCtx(L).URI().SetQueryString(q)
@@ -260,26 +261,17 @@ func checkHeader(L *lua.LState) (*headerObj, *fasthttp.RequestCtx) {
 // response splitting: a name must be a token, a value free of CR, LF, NUL.
 func checkHeaderKV(L *lua.LState, withValue bool) (string, string) {
 	name := L.CheckString(2)
-	if !validToken(name) {
+	if !httpguts.ValidHeaderFieldName(name) {
 		L.ArgError(2, "invalid header name "+quote(name))
 	}
 	if !withValue {
 		return name, ""
 	}
 	value := L.CheckString(3)
-	if !validHeaderValue(value) {
+	if !httpguts.ValidHeaderFieldValue(value) {
 		L.ArgError(3, "header value must not contain CR, LF or NUL")
 	}
 	return name, value
-}
-
-func validHeaderValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c == '\r' || c == '\n' || c == 0 {
-			return false
-		}
-	}
-	return true
 }
 
 func headerGet(L *lua.LState) int {

@@ -3,6 +3,7 @@ package luavm
 import (
 	"github.com/valyala/fasthttp"
 	lua "github.com/yuin/gopher-lua"
+	"golang.org/x/net/http/httpguts"
 )
 
 // w is one userdata per VM, bound like req. It maps straight onto
@@ -101,7 +102,7 @@ func respRedirect(L *lua.LState) int {
 	_, ctx := checkResponse(L)
 	url := L.CheckString(2)
 	code := L.OptInt(3, fasthttp.StatusFound)
-	if !validHeaderValue(url) {
+	if !httpguts.ValidHeaderFieldValue(url) {
 		L.ArgError(2, "redirect URL must not contain CR, LF or NUL")
 	}
 	if code < 300 || code > 399 {
