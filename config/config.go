@@ -83,7 +83,9 @@ type Server struct {
 	MaxRequestBody Size `yaml:"max_request_body"`
 
 	// StreamRequestBodyOver is the body size above which a request body is
-	// streamed to the upstream instead of buffered. Default 1MiB.
+	// streamed to the upstream instead of held for retries. Equal to
+	// MaxRequestBody, nothing streams: bodies are buffered whole and idle
+	// keep-alive connections keep no read buffer. Default 1MiB.
 	StreamRequestBodyOver Size `yaml:"stream_request_body_over"`
 
 	// MaxHeaderBytes caps the request header block; larger gets 431.

@@ -352,6 +352,9 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, rs *reqState, snap *snapshot) 
 		s.accessLog(ctx, rs)
 	}
 	ctx.RemoveUserValue(stateKey)
+	if rs.tenant != nil && rs.tenant.script != nil {
+		ctx.RemoveUserValue(luavm.ClientIPKey) // it points into rs
+	}
 	releaseState(rs)
 }
 
