@@ -3,12 +3,9 @@ package server
 import (
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/keystone-gateway/keystone/config"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 )
@@ -20,9 +17,7 @@ import (
 // the loopback stack. The access log is off, as in the nginx comparison.
 func newBenchGateway(tb testing.TB) *Server {
 	tb.Helper()
-	dir := tb.TempDir()
-	path := filepath.Join(dir, "bench.yaml")
-	yaml := `
+	return newBenchServer(tb, `
 logging: {access_log: false, level: error}
 tenants:
   - {name: other, domains: [other.example.com], upstreams: [{url: "http://127.0.0.1:1"}]}
@@ -33,20 +28,21 @@ tenants:
     strip_prefix: true
     upstreams: [{url: "http://127.0.0.1:2"}, {url: "http://127.0.0.1:3"}]
     circuit_breaker: {}
-`
-	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	cfg, err := config.Load(path)
+`)
+}
+
+// newBenchServer builds a server from yaml (and extra files) without a
+// listener, every upstream dialing one in-memory fasthttp server that
+// answers 100 bytes.
+func newBenchServer(tb testing.TB, yaml string, files ...string) *Server {
+	tb.Helper()
+	s, err := New(loadConfig(tb, yaml, files...), Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	tb.Cleanup(func() { s.snap.Load().close() })
 	ln := fasthttputil.NewInmemoryListener()
-	body := make([]byte, 100)
+	body := make([]byte, upstreamLen)
 	for i := range body {
 		body[i] = 'a' + byte(i%26)
 	}

@@ -34,6 +34,13 @@ type gateway struct {
 // the test ends.
 func startGateway(t *testing.T, yaml string, files ...string) *gateway {
 	t.Helper()
+	return startGatewayConfig(t, loadConfig(t, yaml, files...))
+}
+
+// loadConfig writes yaml and files to a temp dir and loads the config
+// without serving it.
+func loadConfig(t testing.TB, yaml string, files ...string) *config.Config {
+	t.Helper()
 	dir := t.TempDir()
 	for i := 0; i+1 < len(files); i += 2 {
 		p := filepath.Join(dir, files[i])
@@ -52,7 +59,7 @@ func startGateway(t *testing.T, yaml string, files ...string) *gateway {
 	if err != nil {
 		t.Fatalf("config:\n%v", err)
 	}
-	return startGatewayConfig(t, cfg)
+	return cfg
 }
 
 func startGatewayConfig(t *testing.T, cfg *config.Config) *gateway {

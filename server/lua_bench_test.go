@@ -1,17 +1,10 @@
 package server
 
 import (
-	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/keystone-gateway/keystone/config"
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttputil"
 )
 
 const benchHelloLua = `
@@ -44,8 +37,7 @@ const benchLuaPoolSize = 4
 // TestLuaSteadyLoadCreatesNoVM counts them.
 func newLuaBenchGateway(tb testing.TB, script string) *Server {
 	tb.Helper()
-	dir := tb.TempDir()
-	yaml := yamlf(`
+	return newBenchServer(tb, yamlf(`
 logging: {access_log: false, level: error}
 lua: {pool_size: %d, max_execution: 5s}
 tenants:
@@ -56,38 +48,7 @@ tenants:
     path_prefix: /api
     script: bench.lua
     upstreams: [{url: "http://127.0.0.1:2"}]
-`, benchLuaPoolSize)
-	for name, data := range map[string]string{"bench.yaml": yaml, "bench.lua": script} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	cfg, err := config.Load(filepath.Join(dir, "bench.yaml"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { s.snap.Load().close() })
-	ln := fasthttputil.NewInmemoryListener()
-	body := make([]byte, 100)
-	for i := range body {
-		body[i] = 'a' + byte(i%26)
-	}
-	upstream := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		ctx.SetContentType("text/plain")
-		ctx.SetBody(body)
-	}}
-	go upstream.Serve(ln) //nolint:errcheck
-	tb.Cleanup(func() { _ = upstream.Shutdown(); _ = ln.Close() })
-	for _, t := range s.snap.Load().tenants {
-		for _, up := range t.pool.ups {
-			up.client.DialTimeout = func(string, time.Duration) (net.Conn, error) { return ln.Dial() }
-		}
-	}
-	return s
+`, benchLuaPoolSize), "bench.lua", script)
 }
 
 // newLuaBenchCtx returns a RequestCtx and the GET request to uri it starts

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,7 +24,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keystone-gateway/keystone/config"
 	"github.com/keystone-gateway/keystone/luavm"
 	"github.com/valyala/fasthttp"
 )
@@ -131,31 +129,6 @@ func decodeJSON(t *testing.T, resp *fasthttp.Response) map[string]any {
 		t.Fatalf("status %d: body %q is not a JSON object: %v", resp.StatusCode(), resp.Body(), err)
 	}
 	return m
-}
-
-// loadConfig writes yaml and files to a temp dir and loads the config
-// without serving it.
-func loadConfig(t *testing.T, yaml string, files ...string) *config.Config {
-	t.Helper()
-	dir := t.TempDir()
-	for i := 0; i+1 < len(files); i += 2 {
-		p := filepath.Join(dir, files[i])
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(files[i+1]), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	path := filepath.Join(dir, "keystone.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatalf("config:\n%v", err)
-	}
-	return cfg
 }
 
 const routesLua = `

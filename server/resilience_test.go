@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -225,14 +223,7 @@ func deadURL(t *testing.T) string {
 // check intervals under 1s) and serves it.
 func startGatewayWith(t *testing.T, yaml string, tweak func(*config.Config)) *gateway {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "keystone.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatalf("config:\n%v", err)
-	}
+	cfg := loadConfig(t, yaml)
 	if tweak != nil {
 		tweak(cfg)
 	}
