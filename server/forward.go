@@ -166,7 +166,8 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 		rs = acquireState()
 		defer releaseState(rs)
 		rs.start = time.Now()
-		rs.clientIP = peerAddr(ctx.RemoteIP())
+		rs.peer = peerAddr(ctx.RemoteIP())
+		rs.clientIP = rs.peer
 		rs.setRequestID(nil)
 	}
 	if len(p.ups) == 0 {
@@ -357,7 +358,7 @@ func (p *pool) bufferBody(ctx *fasthttp.RequestCtx, rs *reqState) bool {
 func (p *pool) prepare(ctx *fasthttp.RequestCtx, rs *reqState) {
 	req := &ctx.Request
 	h := &req.Header
-	peer := peerAddr(ctx.RemoteIP())
+	peer := rs.peer
 	peerTrusted := p.trusted.trusts(peer)
 
 	// X-Forwarded-For: the chain so far plus the peer. Collect it before

@@ -29,7 +29,8 @@ type reqState struct {
 	upstream *upstream // last upstream tried, for the access log
 	attempts int       // upstream attempts made
 	admin    bool      // served by the admin endpoints
-	clientIP netip.Addr
+	peer     netip.Addr // the TCP peer
+	clientIP netip.Addr // the peer, or who a trusted proxy says it forwards
 
 	// errKind names why the gateway answered on its own ("" when the
 	// upstream or a script answered); logged.

@@ -242,10 +242,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 
 	h := &ctx.Request.Header
 	rs.setRequestID(h.PeekCanonical(snap.reqIDHeader))
-	peer := peerAddr(ctx.RemoteIP())
-	rs.clientIP = peer
+	rs.peer = peerAddr(ctx.RemoteIP())
+	rs.clientIP = rs.peer
 	if len(snap.trusted) > 0 {
-		rs.clientIP = snap.trusted.clientIP(peer, h.PeekAll(fasthttp.HeaderXForwardedFor))
+		rs.clientIP = snap.trusted.clientIP(rs.peer, h.PeekAll(fasthttp.HeaderXForwardedFor))
 	}
 	if s.rejectMalformed(ctx, rs, snap) {
 		return
