@@ -26,9 +26,9 @@ const stateKey ctxKey = 1
 type reqState struct {
 	start    time.Time
 	tenant   *tenant
-	upstream *upstream // last upstream tried, for the access log
-	attempts int       // upstream attempts made
-	admin    bool      // served by the admin endpoints
+	upstream *upstream  // last upstream tried, for the access log
+	attempts int        // upstream attempts made
+	admin    bool       // served by the admin endpoints
 	peer     netip.Addr // the TCP peer
 	clientIP netip.Addr // the peer, or who a trusted proxy says it forwards
 
