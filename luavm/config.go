@@ -123,6 +123,10 @@ type Host interface {
 	// WriteError answers with the gateway's JSON error body, which
 	// includes the request id.
 	WriteError(ctx *fasthttp.RequestCtx, status int, msg string)
+
+	// ClientIP is the address the gateway treats as the client of ctx
+	// (trusted proxies applied): what req.RemoteAddr reads.
+	ClientIP(ctx *fasthttp.RequestCtx) string
 }
 
 // Options ties one script to its tenant and the server.

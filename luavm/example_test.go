@@ -16,6 +16,8 @@ func (exampleHost) ProxyHandler(target string) (fasthttp.RequestHandler, error) 
 	return nil, errors.New("no upstreams in this example")
 }
 
+func (exampleHost) ClientIP(ctx *fasthttp.RequestCtx) string { return ctx.RemoteIP().String() }
+
 func (exampleHost) WriteError(ctx *fasthttp.RequestCtx, status int, msg string) {
 	ctx.SetStatusCode(status)
 	ctx.SetBodyString(`{"error":"` + msg + `"}`)

@@ -92,6 +92,15 @@ func serveUpstream(t testing.TB, name string, ln net.Listener, addr string) *ups
 // testHost is a real Host: ProxyHandler forwards to a loopback upstream.
 type testHost struct {
 	upstreams map[string]*upstream
+	// clientIP, when set, is what ClientIP reports instead of the peer.
+	clientIP string
+}
+
+func (h *testHost) ClientIP(ctx *fasthttp.RequestCtx) string {
+	if h.clientIP != "" {
+		return h.clientIP
+	}
+	return ctx.RemoteIP().String()
 }
 
 func (h *testHost) ProxyHandler(target string) (fasthttp.RequestHandler, error) {

@@ -3,7 +3,6 @@ package luavm
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -232,28 +231,23 @@ func TestScriptsDoNotShareGlobals(t *testing.T) {
 	}
 }
 
-func TestRemoteAddrFromServerUserValue(t *testing.T) {
+func TestRemoteAddrIsTheHostsClientIP(t *testing.T) {
 	e := newEnv(t)
 	s := e.load(t, testConfig(&logBuffer{}), scriptFS(`
 local r = chi.NewRouter()
 r:Get("/ip", function(w, req) w:Write(req.RemoteAddr) end)
 return r
 `), "main.lua", Options{})
-	for _, tt := range []struct {
-		value any
-		want  string
-	}{
-		{nil, "0.0.0.0"},
+	for _, tt := range []struct{ clientIP, want string }{
+		{"", "0.0.0.0"}, // the test host falls back to the (absent) TCP peer
 		{"203.0.113.7", "203.0.113.7"},
-		{netip.MustParseAddr("2001:db8::1"), "2001:db8::1"},
+		{"2001:db8::1", "2001:db8::1"},
 	} {
+		e.host.clientIP = tt.clientIP
 		ctx := newCtx("GET", "/ip")
-		if tt.value != nil {
-			ctx.SetUserValue(ClientIPKey, tt.value)
-		}
 		s.Handler(ctx)
 		if got := string(ctx.Response.Body()); got != tt.want {
-			t.Errorf("user value %v: req.RemoteAddr = %q, want %q", tt.value, got, tt.want)
+			t.Errorf("host client IP %q: req.RemoteAddr = %q, want %q", tt.clientIP, got, tt.want)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package luavm
 
 import (
-	"fmt"
 	"io"
 
 	"github.com/valyala/fasthttp"
@@ -112,7 +111,7 @@ func (v *vm) reqField(L *lua.LState) int {
 	case "RawQuery":
 		val = lua.LString(v.requestCtx(L).URI().QueryString())
 	case "RemoteAddr":
-		val = lua.LString(remoteAddr(v.requestCtx(L)))
+		val = lua.LString(v.s.host.ClientIP(v.requestCtx(L)))
 	case "Context":
 		v.requestCtx(L)
 		if v.reqCtx == nil {
@@ -124,24 +123,6 @@ func (v *vm) reqField(L *lua.LState) int {
 	}
 	L.Push(val)
 	return 1
-}
-
-// ClientIPKey is the ctx user value holding the client IP the server
-// determined (trusted proxies applied): a string, or a fmt.Stringer such as
-// netip.Addr, formatted only when a script reads req.RemoteAddr. Without
-// it, req.RemoteAddr is the TCP peer's address.
-const ClientIPKey = "keystone.client_ip"
-
-func remoteAddr(ctx *fasthttp.RequestCtx) string {
-	switch ip := ctx.UserValue(ClientIPKey).(type) {
-	case string:
-		if ip != "" {
-			return ip
-		}
-	case fmt.Stringer:
-		return ip.String()
-	}
-	return ctx.RemoteIP().String()
 }
 
 func reqHeader(L *lua.LState) int {

@@ -269,9 +269,6 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	rs.tenant = t
 	if t.script != nil {
-		// A pointer boxes without allocating; scripts read it as a
-		// fmt.Stringer for req.RemoteAddr.
-		ctx.SetUserValue(luavm.ClientIPKey, &rs.clientIP)
 		// Scripts find the request id in the request header (their log
 		// lines, req:Header()); a generated id, or one replacing an
 		// invalid client id, is not there yet. The proxy stage sets the
@@ -352,9 +349,6 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, rs *reqState, snap *snapshot) 
 		s.accessLog(ctx, rs)
 	}
 	ctx.RemoveUserValue(stateKey)
-	if rs.tenant != nil && rs.tenant.script != nil {
-		ctx.RemoveUserValue(luavm.ClientIPKey) // it points into rs
-	}
 	releaseState(rs)
 }
 

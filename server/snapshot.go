@@ -343,6 +343,15 @@ func (h *scriptHost) ProxyHandler(target string) (fasthttp.RequestHandler, error
 	return p.serve, nil
 }
 
+// ClientIP is the client address the pipeline resolved (trusted proxies
+// applied), for req.RemoteAddr.
+func (h *scriptHost) ClientIP(ctx *fasthttp.RequestCtx) string {
+	if rs := stateOf(ctx); rs != nil {
+		return rs.clientIP.String()
+	}
+	return ctx.RemoteIP().String()
+}
+
 // WriteError answers with the gateway's JSON error body.
 func (h *scriptHost) WriteError(ctx *fasthttp.RequestCtx, status int, msg string) {
 	code := codeInternal
