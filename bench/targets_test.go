@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func testParams(t *testing.T, hosts int) targetParams {
@@ -132,14 +133,25 @@ func TestProcSetKillsTheWholeGroup(t *testing.T) {
 	}
 	pids, _ := descendants(c.Pid())
 	for len(pids) < 2 {
+		time.Sleep(time.Millisecond)
 		pids, _ = descendants(c.Pid())
 	}
 	ps.killAll()
+	// SIGKILL reaches the whole group at once, but a process dies only
+	// when next scheduled and is reaped later still: on a busy machine the
+	// forked child can outlive killAll's return by a moment. Wait for each
+	// to be gone (or a zombie) rather than expect it instantly.
+	alive := func(p int) bool {
+		st, err := os.ReadFile(filepath.Join("/proc", itoa(p), "stat"))
+		return err == nil && !strings.Contains(string(st), ") Z ")
+	}
+	deadline := time.Now().Add(10 * time.Second)
 	for _, p := range pids {
-		if _, err := os.Stat(filepath.Join("/proc", itoa(p))); err == nil {
-			if st, _ := os.ReadFile(filepath.Join("/proc", itoa(p), "stat")); !strings.Contains(string(st), ") Z ") {
-				t.Errorf("process %d survived killAll", p)
-			}
+		for alive(p) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if alive(p) {
+			t.Errorf("process %d survived killAll", p)
 		}
 	}
 }
