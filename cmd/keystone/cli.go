@@ -68,10 +68,6 @@ const usage = `usage:
 Run "keystone COMMAND --help" for a command's flags.
 `
 
-// errHelp is returned by parse when -h or --help was given: the caller
-// prints the usage on stdout and exits 0.
-var errHelp = flag.ErrHelp
-
 // cli is one subcommand's argument parsing: its flags, its usage text and
 // where its messages go.
 type cli struct {
@@ -93,7 +89,7 @@ func newCLI(name, usage string, stderr io.Writer) *cli {
 
 // parse parses args, flags and positional arguments in any order ("check
 // FILE -c FILE" and "run --listen :9090 FILE" both work; "--" ends the
-// flags), and returns the positional ones. It returns errHelp for -h and
+// flags), and returns the positional ones. It returns flag.ErrHelp for -h and
 // --help, and a usage error, already printed with the usage on stderr,
 // for anything else it cannot parse.
 func (c *cli) parse(args []string) ([]string, error) {
@@ -101,7 +97,7 @@ func (c *cli) parse(args []string) ([]string, error) {
 	for {
 		err := c.fs.Parse(args)
 		if errors.Is(err, flag.ErrHelp) {
-			return nil, errHelp
+			return nil, err
 		}
 		if err != nil {
 			return nil, c.fail("%v", err)
@@ -127,9 +123,9 @@ func (c *cli) fail(format string, args ...any) error {
 }
 
 // exit maps a parse error to the exit code: 0 after printing the help on
-// stdout for errHelp, 2 for a usage error.
+// stdout for flag.ErrHelp, 2 for a usage error (already printed).
 func (c *cli) exit(err error, stdout io.Writer) int {
-	if errors.Is(err, errHelp) {
+	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stdout, c.usage)
 		return 0
 	}

@@ -1,11 +1,14 @@
 // Command keystone is the Keystone gateway: a multi-tenant reverse proxy and
 // API gateway configured by one YAML file and scripted in Lua.
 //
-//	keystone                              run on the embedded default config
-//	keystone run [-c FILE] [--listen ADDR]
-//	keystone check -c FILE                validate a config and its scripts
+//	keystone                              run on $KEYSTONE_CONFIG, else the embedded default config
+//	keystone run [FILE | -c FILE] [--listen ADDR]
+//	keystone check [FILE | -c FILE]       validate a config and its scripts
 //	keystone healthcheck [--url URL]      probe a running gateway (for containers)
 //	keystone version
+//
+// Exit codes: 0 success, 1 failure (a bad config, an unhealthy gateway),
+// 2 usage error (an unknown command, argument or flag, a bad flag value).
 package main
 
 import (
@@ -38,6 +41,7 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// run runs the command line args and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && strings.HasPrefix(args[0], "-") {
 		switch args[0] {
@@ -64,15 +68,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		return cmdVersion(args, stdout, stderr)
 	case "help":
-		if len(args) == 1 {
+		switch {
+		case len(args) == 0:
+			fmt.Fprint(stdout, usage)
+			return 0
+		case len(args) == 1 && (args[0] == "run" || args[0] == "check" || args[0] == "healthcheck" || args[0] == "version"):
 			// "keystone help check" is "keystone check --help".
-			switch args[0] {
-			case "run", "check", "healthcheck", "version":
-				return run([]string{args[0], "--help"}, stdout, stderr)
-			}
+			return run([]string{args[0], "--help"}, stdout, stderr)
 		}
-		fmt.Fprint(stdout, usage)
-		return 0
+		fmt.Fprintf(stderr, "keystone help: unknown command %q\n\n%s", args[0], usage)
+		return 2
 	default:
 		msg := fmt.Sprintf("unknown command %q", cmd)
 		if looksLikeConfig(cmd) {

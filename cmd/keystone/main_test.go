@@ -410,6 +410,7 @@ func TestCheckReadsTheFileItIsGiven(t *testing.T) {
 		{"a missing file as the argument", "", []string{"check", missing}, 1, missing + ": cannot read config: no such file or directory"},
 		{"the argument after -c naming the same file", "", []string{"check", bad, "-c", bad}, 1, bad + ":5:14: "},
 		{"flags after the argument", "", []string{"check", bad, "--config=" + bad}, 1, bad + ":5:14: "},
+		{"-- before the argument", "", []string{"check", "--", bad}, 1, bad + ":5:14: "},
 		{"KEYSTONE_CONFIG", bad, []string{"check"}, 1, bad + ":5:14: "},
 		{"the argument before KEYSTONE_CONFIG", bad, []string{"check", good}, 0, ""},
 		{"-c before KEYSTONE_CONFIG", bad, []string{"check", "-c", good}, 0, ""},
@@ -475,14 +476,18 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestUnknownCommandIsAUsageError(t *testing.T) {
-	for _, c := range []struct{ cmd, hint string }{
-		{"frobnicate", ""},
-		{"staging.yaml", `(did you mean "keystone run staging.yaml" or "keystone check staging.yaml"?)`},
+	for _, c := range []struct {
+		args []string
+		hint string
+	}{
+		{[]string{"frobnicate"}, `keystone: unknown command "frobnicate"`},
+		{[]string{"staging.yaml"}, `(did you mean "keystone run staging.yaml" or "keystone check staging.yaml"?)`},
+		{[]string{"help", "frobnicate"}, `keystone help: unknown command "frobnicate"`},
 	} {
 		var out, errOut bytes.Buffer
-		code := run([]string{c.cmd}, &out, &errOut)
-		if code != 2 || !strings.Contains(errOut.String(), "usage") || !strings.Contains(errOut.String(), c.hint) {
-			t.Errorf("keystone %s: exit %d, stderr %q", c.cmd, code, errOut.String())
+		code := run(c.args, &out, &errOut)
+		if code != 2 || out.Len() != 0 || !strings.Contains(errOut.String(), "usage:") || !strings.Contains(errOut.String(), c.hint) {
+			t.Errorf("keystone %q: exit %d, stderr %q; want exit 2 and %q", c.args, code, errOut.String(), c.hint)
 		}
 	}
 }
