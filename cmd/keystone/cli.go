@@ -100,6 +100,16 @@ func (c *cli) parse(args []string) ([]string, error) {
 			return nil, err
 		}
 		if err != nil {
+			// flag says "flag provided but not defined: -conifg"
+			// whatever the user typed; say it as users type flags,
+			// with the config's kind of suggestion.
+			if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+				msg := "unknown flag " + dashed(name)
+				if s := c.closest(name); s != "" {
+					msg += fmt.Sprintf(" (did you mean %s?)", dashed(s))
+				}
+				return nil, c.fail("%s", msg)
+			}
 			return nil, c.fail("%v", err)
 		}
 		rest := c.fs.Args()
@@ -182,6 +192,46 @@ func (c *cli) set(name string) bool {
 		}
 	})
 	return found
+}
+
+// dashed spells a flag name as the usage does: "-c", "--config".
+func dashed(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+// closest returns the defined flag nearest to name, within two edits, or "".
+func (c *cli) closest(name string) string {
+	best, bestDist := "", 3
+	c.fs.VisitAll(func(f *flag.Flag) {
+		if d := editDistance(name, f.Name); d < bestDist && len(f.Name) > 1 {
+			best, bestDist = f.Name, d
+		}
+	})
+	return best
+}
+
+// editDistance is the Levenshtein distance between two short strings.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // looksLikeConfig reports whether a word given in place of a command is
