@@ -14,7 +14,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -333,15 +332,19 @@ func probeHealth(url, token string, timeout time.Duration) (string, error) {
 	if token != "" {
 		req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+token)
 	}
-	if err := fasthttp.DoTimeout(req, resp, timeout); err != nil {
-		return "", err
+	// The health document grows with the tenants (about 300 bytes per
+	// upstream); 64 MiB covers any real config and bounds a wrong --url.
+	client := &fasthttp.Client{MaxResponseBodySize: 64 << 20}
+	if err := client.DoTimeout(req, resp, timeout); err != nil {
+		return "", fmt.Errorf("%s: %w", url, err)
 	}
-	if resp.StatusCode() != fasthttp.StatusOK {
-		msg := fmt.Sprintf("%s answered %d", url, resp.StatusCode())
-		if resp.StatusCode() == fasthttp.StatusUnauthorized {
-			msg += " (admin.token in the config differs from the gateway's)"
-		}
-		return "", errors.New(msg)
+	switch code := resp.StatusCode(); {
+	case code == fasthttp.StatusUnauthorized && token == "":
+		return "", fmt.Errorf("%s answered 401: the gateway has an admin.token and the config given here has none", url)
+	case code == fasthttp.StatusUnauthorized:
+		return "", fmt.Errorf("%s answered 401: the gateway's admin.token is not the one sent", url)
+	case code != fasthttp.StatusOK:
+		return "", fmt.Errorf("%s answered %d", url, code)
 	}
 	// Pointers tell a missing field from a zero one: every field of
 	// admin.Health must be there.

@@ -316,8 +316,11 @@ tenants:
 	other := filepath.Join(t.TempDir(), "other.yaml")
 	b, _ := os.ReadFile(cfg)
 	write(t, other, strings.Replace(string(b), "literal-s3cret", "wrong", 1))
-	if code, out := healthcheck(t, bin, nil, "-c", other); code != 1 || !strings.Contains(out, "answered 401") {
+	if code, out := healthcheck(t, bin, nil, "-c", other); code != 1 || !strings.Contains(out, "answered 401: the gateway's admin.token is not the one sent") {
 		t.Errorf("wrong token: healthcheck exit %d: %s", code, out)
+	}
+	if code, out := healthcheck(t, bin, nil, "--url", health); code != 1 || !strings.Contains(out, "answered 401: the gateway has an admin.token and the config given here has none") {
+		t.Errorf("no token: healthcheck exit %d: %s", code, out)
 	}
 }
 
