@@ -8,7 +8,8 @@
 #     -e KEYSTONE_CONFIG=/etc/keystone/production.yaml keystone
 #
 # The build stage's `go build` line is exercised by cmd/keystone's tests
-# (TestDockerBuildProducesAStaticBinary), since CI has no Docker engine.
+# (TestDockerBuildProducesAStaticBinary), since CI has no Docker engine: they
+# run it in a copy of the build context, the repository less .dockerignore.
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
