@@ -8,7 +8,8 @@
 #     -e KEYSTONE_CONFIG=/etc/keystone/production.yaml keystone
 #
 # The build stage's `go build` line is exercised by cmd/keystone's tests
-# (TestDockerBuildProducesAStaticBinary), since CI has no Docker engine.
+# (TestDockerBuildProducesAStaticBinary), since CI has no Docker engine: they
+# run it in a copy of the build context, the repository less .dockerignore.
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
@@ -23,8 +24,10 @@ COPY --from=build /out/keystone /usr/local/bin/keystone
 COPY configs/ /etc/keystone/
 USER nonroot:nonroot
 EXPOSE 8080
-# No curl in the image: the binary probes its own /admin/health, with the
-# same KEYSTONE_CONFIG (and KEYSTONE_ADMIN_TOKEN) the gateway runs with.
+# No curl in the image: the binary probes the gateway's own /admin/health,
+# reading the same KEYSTONE_CONFIG the gateway runs with for the address,
+# admin prefix and admin.token. It fails when the config disables admin
+# (docs/operations.md, "Health check").
 HEALTHCHECK --interval=10s --timeout=4s --start-period=5s --retries=3 \
   CMD ["/usr/local/bin/keystone", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/keystone"]

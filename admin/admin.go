@@ -74,7 +74,9 @@ type Config struct {
 	// Token, when not empty, is required as "Authorization: Bearer <token>".
 	Token string
 
-	// WriteError answers with the gateway's JSON error body. Required.
+	// WriteError answers with the gateway's JSON error body. Required. It
+	// may replace the whole response, headers included (the server's
+	// does), so headers that go with an error are set after it.
 	WriteError func(ctx *fasthttp.RequestCtx, status int, code, msg string)
 }
 
@@ -98,8 +100,10 @@ func New(cfg Config, src Source) *Handler {
 // prefix ("/health"), already normalized by the server.
 func (h *Handler) Serve(ctx *fasthttp.RequestCtx, path []byte) {
 	if h.token != nil && subtle.ConstantTimeCompare(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), h.token) != 1 {
-		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="keystone-admin"`)
 		h.writeError(ctx, fasthttp.StatusUnauthorized, "unauthorized", "admin token required")
+		// RFC 9110 §11.6.1: a 401 carries a challenge; RFC 6750 §3
+		// names the scheme for a bearer token.
+		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="keystone-admin"`)
 		return
 	}
 	var body any
@@ -113,8 +117,9 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx, path []byte) {
 		return
 	}
 	if !ctx.IsGet() && !ctx.IsHead() {
-		ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, HEAD")
 		h.writeError(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "admin endpoints are read-only")
+		// RFC 9110 §15.5.6: a 405 lists the methods that are allowed.
+		ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, HEAD")
 		return
 	}
 	b, err := json.MarshalIndent(body, "", "  ")

@@ -21,7 +21,10 @@ func (s source) Tenants() []admin.Tenant {
 func (source) Version() string    { return "v1.2.3" }
 func (source) Started() time.Time { return time.Now().Add(-90 * time.Second) }
 
+// writeError replaces the whole response, as the server's does
+// (server/errors.go), so headers the handler set before calling it are lost.
 func writeError(ctx *fasthttp.RequestCtx, status int, code, msg string) {
+	ctx.Response.Reset()
 	ctx.SetStatusCode(status)
 	ctx.SetBodyString(fmt.Sprintf(`{"error":%q,"message":%q}`, code, msg))
 }
@@ -116,8 +119,11 @@ func TestTokenMethodsAndUnknownPaths(t *testing.T) {
 		if resp.StatusCode() != c.want {
 			t.Errorf("%s %s (auth %q) = %d, want %d", c.method, c.path, c.auth, resp.StatusCode(), c.want)
 		}
-		if c.want == 401 && string(resp.Header.Peek("WWW-Authenticate")) == "" {
-			t.Errorf("401 without WWW-Authenticate")
+		if got := string(resp.Header.Peek("WWW-Authenticate")); c.want == 401 && got != `Bearer realm="keystone-admin"` {
+			t.Errorf("%s %s (auth %q): 401 with WWW-Authenticate %q, want Bearer realm=\"keystone-admin\" (RFC 6750 §3)", c.method, c.path, c.auth, got)
+		}
+		if got := string(resp.Header.Peek("Allow")); c.want == 405 && got != "GET, HEAD" {
+			t.Errorf("%s %s: 405 with Allow %q, want \"GET, HEAD\"", c.method, c.path, got)
 		}
 	}
 }

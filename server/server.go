@@ -10,9 +10,9 @@
 //	         pick → breaker → forward → report → retry
 //	       → response headers → access log
 //
-// Later stages (auth, rate limits, caching, compression, tracing) slot in
-// between the tenant match and the proxy stage, or around it, as handlers of
-// the same shape.
+// Stages not built yet (auth, rate limits, caching, compression, tracing)
+// would slot in between the tenant match and the proxy stage, or around it,
+// as handlers of the same shape.
 package server
 
 import (

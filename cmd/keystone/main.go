@@ -1,16 +1,19 @@
 // Command keystone is the Keystone gateway: a multi-tenant reverse proxy and
 // API gateway configured by one YAML file and scripted in Lua.
 //
-//	keystone                              run on the embedded default config
-//	keystone run [-c FILE] [--listen ADDR]
-//	keystone check -c FILE                validate a config and its scripts
+//	keystone                              run on $KEYSTONE_CONFIG, else the embedded default config
+//	keystone run [FILE | -c FILE] [--listen ADDR]
+//	keystone check [FILE | -c FILE]       validate a config and its scripts
 //	keystone healthcheck [--url URL]      probe a running gateway (for containers)
 //	keystone version
+//
+// Exit codes: 0 success, 1 failure (a bad config, an unhealthy gateway),
+// 2 usage error (an unknown command, argument or flag, a bad flag value).
 package main
 
 import (
 	"context"
-	"flag"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,9 +23,11 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/keystone-gateway/keystone/admin"
 	"github.com/keystone-gateway/keystone/config"
 	"github.com/keystone-gateway/keystone/server"
 	"github.com/valyala/fasthttp"
@@ -35,15 +40,19 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-const usage = `usage:
-  keystone                                 run on the embedded default config
-  keystone run [-c|--config FILE] [--listen ADDR]
-  keystone check -c|--config FILE          validate FILE and every script it names
-  keystone healthcheck [--url URL]         exit 0 if a running gateway answers its health check
-  keystone version
-`
-
+// run runs the command line args and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		switch args[0] {
+		case "-h", "-help", "--help":
+			fmt.Fprint(stdout, usage)
+			return 0
+		case "-version", "--version":
+			return cmdVersion(args[1:], stdout, stderr)
+		}
+		// "keystone -c FILE" and "keystone --listen ADDR" run.
+		return cmdRun(args, stdout, stderr)
+	}
 	cmd := "run"
 	if len(args) > 0 {
 		cmd, args = args[0], args[1:]
@@ -54,17 +63,41 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "check":
 		return cmdCheck(args, stdout, stderr)
 	case "healthcheck":
-		return cmdHealthcheck(args, stderr)
-	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "keystone", buildVersion())
-		return 0
-	case "help", "-h", "--help", "-help":
-		fmt.Fprint(stdout, usage)
-		return 0
+		return cmdHealthcheck(args, stdout, stderr)
+	case "version":
+		return cmdVersion(args, stdout, stderr)
+	case "help":
+		switch {
+		case len(args) == 0:
+			fmt.Fprint(stdout, usage)
+			return 0
+		case len(args) == 1 && (args[0] == "run" || args[0] == "check" || args[0] == "healthcheck" || args[0] == "version"):
+			// "keystone help check" is "keystone check --help".
+			return run([]string{args[0], "--help"}, stdout, stderr)
+		}
+		fmt.Fprintf(stderr, "keystone help: unknown command %q\n\n%s", args[0], usage)
+		return 2
 	default:
-		fmt.Fprintf(stderr, "keystone: unknown command %q\n%s", cmd, usage)
+		msg := fmt.Sprintf("unknown command %q", cmd)
+		if looksLikeConfig(cmd) {
+			msg += fmt.Sprintf(" (did you mean \"keystone run %s\" or \"keystone check %s\"?)", cmd, cmd)
+		}
+		fmt.Fprintf(stderr, "keystone: %s\n\n%s", msg, usage)
 		return 2
 	}
+}
+
+func cmdVersion(args []string, stdout, stderr io.Writer) int {
+	c := newCLI("version", usageVersion, stderr)
+	pos, err := c.parse(args)
+	if err == nil {
+		err = c.noArgs(pos)
+	}
+	if err != nil {
+		return c.exit(err, stdout)
+	}
+	fmt.Fprintln(stdout, "keystone", buildVersion())
+	return 0
 }
 
 func buildVersion() string {
@@ -77,33 +110,36 @@ func buildVersion() string {
 	return "dev"
 }
 
-// newFlags returns a flag set with -c/--config (Go's flag package accepts
-// both one and two dashes for every flag). KEYSTONE_CONFIG is the default,
-// so a container sets the config once for both the gateway and its
-// HEALTHCHECK.
-func newFlags(name string, stderr io.Writer, cfgPath *string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	def := os.Getenv("KEYSTONE_CONFIG")
-	fs.StringVar(cfgPath, "c", def, "config `FILE` (default: $KEYSTONE_CONFIG, else the embedded default config)")
-	fs.StringVar(cfgPath, "config", def, "config `FILE` (same as -c)")
-	return fs
+// runArgs are keystone run's flags.
+type runArgs struct{ config, listen string }
+
+func (a *runArgs) cli(stderr io.Writer) *cli {
+	c := newCLI("run", usageRun, stderr)
+	c.configFlag(&a.config)
+	c.fs.StringVar(&a.listen, "listen", "", "listen `ADDR`")
+	return c
 }
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
-	var cfgPath, listen string
-	fs := newFlags("run", stderr, &cfgPath)
-	fs.StringVar(&listen, "listen", "", "listen `ADDR`, overriding server.listen")
-	if err := fs.Parse(args); err != nil {
+	var a runArgs
+	c := a.cli(stderr)
+	pos, err := c.parse(args)
+	if err != nil {
+		return c.exit(err, stdout)
+	}
+	listen := a.listen
+	cfgPath, err := c.configPath(a.config, pos, true)
+	if err != nil {
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "keystone run: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if c.set("listen") {
+		if err := config.CheckListen(listen); err != nil {
+			c.fail("--listen: %v", err)
+			return 2
+		}
 	}
 
 	var cfg *config.Config
-	var err error
 	if cfgPath == "" {
 		// The default config proxies /demo/ to three demo upstreams that
 		// this process starts on loopback ports it picks.
@@ -129,7 +165,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	if listen != "" {
+	if c.set("listen") {
 		cfg.Server.Listen = listen
 	}
 
@@ -180,68 +216,152 @@ func servePprof(addr string, log *slog.Logger) {
 	}
 }
 
+// checkArgs are keystone check's flags.
+type checkArgs struct{ config string }
+
+func (a *checkArgs) cli(stderr io.Writer) *cli {
+	c := newCLI("check", usageCheck, stderr)
+	c.configFlag(&a.config)
+	return c
+}
+
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	var cfgPath string
-	fs := newFlags("check", stderr, &cfgPath)
-	if err := fs.Parse(args); err != nil {
+	var a checkArgs
+	c := a.cli(stderr)
+	pos, err := c.parse(args)
+	if err != nil {
+		return c.exit(err, stdout)
+	}
+	cfgPath, err := c.configPath(a.config, pos, true)
+	if err != nil {
 		return 2
 	}
-	var cfg *config.Config
-	var err error
 	if cfgPath == "" {
-		cfg, err = config.Default()
-	} else {
-		cfg, err = config.Load(cfgPath)
+		// "keystone check" alone printing a bare "ok" reads as if a
+		// file had been checked.
+		fmt.Fprintln(stderr, "keystone check: no FILE, -c or $KEYSTONE_CONFIG given: checking the embedded default config")
 	}
+	cfg, err := loadConfig(cfgPath)
 	if err == nil {
 		err = server.Check(cfg)
 	}
 	if err != nil {
-		fmt.Fprintln(stdout, err)
+		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	fmt.Fprintln(stdout, "ok")
 	return 0
 }
 
-// cmdHealthcheck probes a running gateway's /admin/health: the container
-// HEALTHCHECK, which must work without curl in the image.
-func cmdHealthcheck(args []string, stderr io.Writer) int {
-	var cfgPath, url string
-	fs := newFlags("healthcheck", stderr, &cfgPath)
-	fs.StringVar(&url, "url", "", "health `URL` (default: derived from the config's listen address and admin prefix)")
-	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
-	if err := fs.Parse(args); err != nil {
+// loadConfig loads the config at path, or the embedded default config
+// when path is "" (its demo upstreams at their fallback addresses).
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Default()
+	}
+	return config.Load(path)
+}
+
+// healthcheckArgs are keystone healthcheck's flags.
+type healthcheckArgs struct {
+	config, url string
+	timeout     time.Duration
+}
+
+func (a *healthcheckArgs) cli(stderr io.Writer) *cli {
+	c := newCLI("healthcheck", usageHealthcheck, stderr)
+	c.configFlag(&a.config)
+	c.fs.StringVar(&a.url, "url", "", "health `URL`")
+	c.fs.DurationVar(&a.timeout, "timeout", 3*time.Second, "give up after this `DURATION`")
+	return c
+}
+
+// cmdHealthcheck probes a running gateway's own health endpoint: the
+// container HEALTHCHECK, which must work without curl in the image.
+//
+// It answers only for the gateway itself. With the admin endpoints off,
+// the derived URL would reach whichever tenant claims the path, so it
+// refuses; and it accepts only a 200 carrying the admin health document,
+// so a tenant answering 200 at --url is not taken for a healthy gateway.
+func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
+	var a healthcheckArgs
+	c := a.cli(stderr)
+	pos, err := c.parse(args)
+	if err != nil {
+		return c.exit(err, stdout)
+	}
+	url := a.url
+	cfgPath, err := c.configPath(a.config, pos, false)
+	if err != nil {
 		return 2
 	}
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
 	if url == "" {
-		var cfg *config.Config
-		var err error
-		if cfgPath == "" {
-			cfg, err = config.Default()
-		} else {
-			cfg, err = config.Load(cfgPath)
-		}
-		if err != nil {
-			fmt.Fprintln(stderr, err)
+		if !cfg.Admin.Enabled {
+			fmt.Fprintf(stderr, "keystone healthcheck: %s sets admin.enabled: false, and the health check needs the gateway's own %s/health; enable admin (with an admin.token) or pass --url\n", cfg.File, cfg.Admin.Prefix)
 			return 1
 		}
 		url = server.HealthURL(cfg)
 	}
+	token := cfg.Admin.Token
+	if token == "" {
+		// A gateway started from another config (--url) may still
+		// want the token from the environment.
+		token = os.Getenv("KEYSTONE_ADMIN_TOKEN")
+	}
+	status, err := probeHealth(url, token, a.timeout)
+	if err != nil {
+		fmt.Fprintln(stderr, "keystone healthcheck:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "ok: %s, status %q\n", url, status)
+	return 0
+}
+
+// probeHealth GETs url and returns the health document's status. Anything
+// but a 200 with an admin.Health document is an error.
+func probeHealth(url, token string, timeout time.Duration) (string, error) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(url)
-	if tok := os.Getenv("KEYSTONE_ADMIN_TOKEN"); tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
+	if token != "" {
+		req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+token)
 	}
-	if err := fasthttp.DoTimeout(req, resp, *timeout); err != nil {
-		fmt.Fprintln(stderr, "keystone healthcheck:", err)
-		return 1
+	// The health document grows with the tenants (about 300 bytes per
+	// upstream); 64 MiB covers any real config and bounds a wrong --url.
+	client := &fasthttp.Client{MaxResponseBodySize: 64 << 20}
+	if err := client.DoTimeout(req, resp, timeout); err != nil {
+		return "", fmt.Errorf("%s: %w", url, err)
 	}
-	if resp.StatusCode() != fasthttp.StatusOK {
-		fmt.Fprintf(stderr, "keystone healthcheck: %s answered %d\n", url, resp.StatusCode())
-		return 1
+	switch code := resp.StatusCode(); {
+	case code == fasthttp.StatusUnauthorized && token == "":
+		return "", fmt.Errorf("%s answered 401: the gateway has an admin.token and the config given here has none", url)
+	case code == fasthttp.StatusUnauthorized:
+		return "", fmt.Errorf("%s answered 401: the gateway's admin.token is not the one sent", url)
+	case code != fasthttp.StatusOK:
+		return "", fmt.Errorf("%s answered %d", url, code)
 	}
-	return 0
+	// Pointers tell a missing field from a zero one: every field of
+	// admin.Health must be there.
+	var doc struct {
+		Status        *string           `json:"status"`
+		UptimeSeconds *float64          `json:"uptime_seconds"`
+		Version       *string           `json:"version"`
+		Tenants       []json.RawMessage `json:"tenants"`
+	}
+	if err := json.Unmarshal(resp.Body(), &doc); err != nil || doc.Status == nil || doc.UptimeSeconds == nil || doc.Version == nil || doc.Tenants == nil {
+		return "", fmt.Errorf("%s answered 200 without Keystone's health document: not the gateway's admin endpoint", url)
+	}
+	switch *doc.Status {
+	case admin.StatusOK, admin.StatusDegraded, admin.StatusDown:
+		// Down upstreams are not the gateway's ill health: restarting
+		// it would not bring them back (docs/operations.md).
+		return *doc.Status, nil
+	}
+	return "", fmt.Errorf("%s answered 200 with status %q, not Keystone's health document", url, *doc.Status)
 }

@@ -2,7 +2,7 @@
 --
 -- Maintenance is on when KEYSTONE_SCRIPT_MAINTENANCE=1 was set when the
 -- script loaded, or while the store key "maintenance" is "on". Operators
--- flip the key without a reload:
+-- flip the key without a restart:
 --   curl -X PUT -H "X-Maintenance-Token: $TOKEN" https://host/_maintenance/on
 --   curl -X PUT -H "X-Maintenance-Token: $TOKEN" https://host/_maintenance/off
 -- with TOKEN from KEYSTONE_SCRIPT_MAINTENANCE_TOKEN (the switch is disabled
