@@ -23,6 +23,9 @@ type upstream struct {
 	// host is the Host header sent when the tenant does not preserve the
 	// client's.
 	host string
+	// scheme is the upstream's URL scheme, "http" or "https", which every
+	// request sent to it carries in its URI.
+	scheme []byte
 	// pooledOutages is the Upstream.Outages count the idle connections
 	// in client were last checked against. Written (CAS) by the first
 	// attempt that sees a newer count, which then closes them; read by
@@ -224,9 +227,7 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 		}
 		rs.upstream = up
 		rs.attempts++
-		if !p.preserveHost {
-			req.URI().SetHost(up.host)
-		}
+		p.address(req, up)
 
 		up.dropStaleConns()
 		up.Acquire()
@@ -234,12 +235,13 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 		err := up.client.DoTimeout(req, &ctx.Response, p.timeout)
 		up.Release()
 
-		if rs.body.exceeded {
-			// The client's chunked body passed max_request_body: the
-			// upstream is not at fault, and finish answers 413. The
-			// attempt proves nothing either way, so it gives its
-			// breaker admission back (a half-open probe slot) rather
-			// than report a success that could close the breaker.
+		if rs.body.clientFault() {
+			// The client's body passed max_request_body, was malformed
+			// or ended early: the upstream is not at fault, nothing is
+			// retried, and finish answers 413, 400 or 408. The attempt
+			// proves nothing either way, so it gives its breaker
+			// admission back (a half-open probe slot) rather than
+			// report a success that could close the breaker.
 			up.Breaker.Cancel(tok)
 			break
 		}
@@ -268,6 +270,22 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 	removeResponseHopHeaders(&ctx.Response.Header)
 	if clientClose {
 		ctx.SetConnectionClose()
+	}
+}
+
+// address points the request at up. The scheme is always the upstream's:
+// an absolute-form target ("GET https://b.example/ HTTP/1.1" on the plain
+// listener) names the scheme the client used to reach the gateway, not the
+// one the gateway speaks to its upstream, and fasthttp's HostClient refuses
+// a URI whose scheme is not its own (an error that would read as the
+// upstream's failure). The host is the upstream's unless the tenant
+// preserves the client's; an HTTP/1.0 request may have none, and then
+// gets the upstream's too, since a request cannot be written without one.
+func (p *pool) address(req *fasthttp.Request, up *upstream) {
+	u := req.URI()
+	u.SetSchemeBytes(up.scheme)
+	if !p.preserveHost || len(u.Host()) == 0 {
+		u.SetHost(up.host)
 	}
 }
 

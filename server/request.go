@@ -121,30 +121,61 @@ var errBodyTooLarge = errors.New("server: request body too large")
 // stream to bufio.Writer.ReadFrom, which ends in net.TCPConn.ReadFrom's
 // io.Copy and a fresh 32 KiB buffer per request (98% of the bytes the POST
 // 64 KiB bench scenario allocated).
+//
+// It also tells the client's faults from the upstream's: an attempt whose
+// request body could not be read from the client (a malformed chunk, a
+// body cut short, a client too slow for server.read_timeout) fails inside
+// the upstream client's write, where it looks like a broken upstream
+// connection. clientErr records it, so the proxy stage aborts the attempt
+// without blaming the upstream and answers the client itself.
 type streamBody struct {
 	r        io.Reader
 	n        int64 // bytes still allowed; < 0 when unbounded
 	exceeded bool
+	// clientErr is the first error other than io.EOF that reading the
+	// client's body returned; nil while the body reads cleanly. Written
+	// and read by the request's goroutine only.
+	clientErr error
 }
+
+// clientFault reports whether the request body failed on the client's side:
+// too large, malformed, truncated or too slow.
+func (b *streamBody) clientFault() bool { return b.exceeded || b.clientErr != nil }
 
 func (b *streamBody) Read(p []byte) (int, error) {
 	if b.exceeded {
 		return 0, errBodyTooLarge
 	}
+	if b.clientErr != nil {
+		return 0, b.clientErr
+	}
 	if b.n < 0 {
-		return b.r.Read(p)
+		return b.read(p)
 	}
 	// Ask for one byte more than allowed: getting it proves the body is
 	// too large without waiting for the rest.
 	if int64(len(p)) > b.n+1 {
 		p = p[:b.n+1]
 	}
-	n, err := b.r.Read(p)
+	n, err := b.read(p)
 	if int64(n) > b.n {
 		b.exceeded = true
 		return 0, errBodyTooLarge
 	}
 	b.n -= int64(n)
+	return n, err
+}
+
+// read reads from the client's stream and records its failure. fasthttp's
+// request stream reports a malformed chunk size, chunk data longer than
+// announced or a connection closed before the end of the body as an error
+// other than io.EOF (a truncated Content-Length body as
+// io.ErrUnexpectedEOF).
+func (b *streamBody) read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.clientErr = err
+	}
 	return n, err
 }
 

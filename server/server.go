@@ -338,11 +338,8 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, rs *reqState, snap *snapshot) 
 		rs.errKind = codeInternal
 		writeError(ctx, rs.reqID, fasthttp.StatusInternalServerError, codeInternal, "internal error")
 	}
-	if rs.body.exceeded {
-		// The upstream saw a truncated chunked body; the client gets 413.
-		ctx.SetConnectionClose()
-		rs.errKind = codeTooLarge
-		writeError(ctx, rs.reqID, fasthttp.StatusRequestEntityTooLarge, codeTooLarge, "request body too large")
+	if rs.body.clientFault() {
+		answerBodyFault(ctx, rs)
 	}
 	ctx.Response.Header.SetCanonical(snap.reqIDHeader, rs.reqID)
 	if snap.cfg.Logging.AccessLog {
@@ -350,6 +347,25 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, rs *reqState, snap *snapshot) 
 	}
 	ctx.RemoveUserValue(stateKey)
 	releaseState(rs)
+}
+
+// answerBodyFault answers a request whose streamed body failed on the
+// client's side. The upstream, if the body was streaming to one, saw a
+// request cut short and nothing else. The connection is closed: where the
+// next request would start on it is unknown.
+func answerBodyFault(ctx *fasthttp.RequestCtx, rs *reqState) {
+	ctx.SetConnectionClose()
+	switch {
+	case rs.body.exceeded:
+		rs.errKind = codeTooLarge
+		writeError(ctx, rs.reqID, fasthttp.StatusRequestEntityTooLarge, codeTooLarge, "request body too large")
+	case isTimeout(rs.body.clientErr):
+		rs.errKind = codeTimeout
+		writeError(ctx, rs.reqID, fasthttp.StatusRequestTimeout, codeTimeout, "request body not received in time")
+	default:
+		rs.errKind = codeBadRequest
+		writeError(ctx, rs.reqID, fasthttp.StatusBadRequest, codeBadRequest, "malformed or incomplete request body")
+	}
 }
 
 // handleError answers requests fasthttp could not parse. The connection is

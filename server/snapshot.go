@@ -257,7 +257,7 @@ func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, 
 	if bu.TLS {
 		hc.TLSConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
 	}
-	return &upstream{Upstream: bu, client: hc, host: u.Host}, nil
+	return &upstream{Upstream: bu, client: hc, host: u.Host, scheme: []byte(u.Scheme)}, nil
 }
 
 func (s *Server) luaConfig(cfg *config.Config) luavm.Config {
