@@ -209,6 +209,11 @@ type Tenant struct {
 	// upstream's host. Default true.
 	PreserveHost bool `yaml:"preserve_host"`
 
+	// AllowTrace lets TRACE requests through to the tenant's script and
+	// upstreams. False answers them 405: TRACE echoes the request back,
+	// cookies and credentials included (cross-site tracing).
+	AllowTrace bool `yaml:"allow_trace"`
+
 	// Balancer is round_robin, weighted_round_robin, least_conn or
 	// random_two_choices. Default round_robin.
 	Balancer string `yaml:"balancer"`

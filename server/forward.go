@@ -76,6 +76,7 @@ var (
 	keyXForwardedHost  = []byte(fasthttp.HeaderXForwardedHost)
 	valueHTTP          = []byte("http")
 	valueHTTPS         = []byte("https")
+	http11             = []byte("HTTP/1.1")
 )
 
 // failure classifies how an upstream attempt ended.
@@ -394,26 +395,43 @@ func (p *pool) prepare(ctx *fasthttp.RequestCtx, rs *reqState) {
 	xff = peer.AppendTo(xff)
 	rs.scratch = xff
 
-	// A trusted proxy in front of us already said what the client used;
-	// anyone else's claim is replaced.
-	keepProto := peerTrusted && len(h.Peek(fasthttp.HeaderXForwardedProto)) > 0
-	keepHost := peerTrusted && len(h.Peek(fasthttp.HeaderXForwardedHost)) > 0
+	// A trusted proxy in front of us already said what the client used,
+	// in one field; anyone else's claim, and a trusted proxy's repeated
+	// one, is replaced.
+	keepProto := peerTrusted && len(h.PeekAll(fasthttp.HeaderXForwardedProto)) == 1
+	keepHost := peerTrusted && len(h.PeekAll(fasthttp.HeaderXForwardedHost)) == 1
 
 	removeRequestHopHeaders(h)
+	// Every header the gateway owns leaves as exactly one field (setOnly).
 	// The keys are in canonical form already: SetCanonical skips
 	// re-normalizing them on every request.
-	h.SetCanonical(keyXForwardedFor, xff)
+	setOnly(h, keyXForwardedFor, xff)
 	if !keepProto {
 		if ctx.IsTLS() {
-			h.SetCanonical(keyXForwardedProto, valueHTTPS)
+			setOnly(h, keyXForwardedProto, valueHTTPS)
 		} else {
-			h.SetCanonical(keyXForwardedProto, valueHTTP)
+			setOnly(h, keyXForwardedProto, valueHTTP)
 		}
 	}
 	if !keepHost {
-		h.SetCanonical(keyXForwardedHost, req.URI().Host())
+		setOnly(h, keyXForwardedHost, req.URI().Host())
 	}
-	h.SetCanonical(p.reqIDHeader, rs.reqID)
+	setOnly(h, p.reqIDHeader, rs.reqID)
+
+	// The gateway speaks HTTP/1.1 to upstreams whatever the client spoke
+	// (HTTP/1.0; other versions were answered 505).
+	if !h.IsHTTP11() {
+		h.SetProtocolBytes(http11)
+	}
+	// The gateway never creates credentials: fasthttp's client turns URI
+	// user info into "Authorization: Basic" when it writes the request,
+	// even after a script deleted Authorization. The pipeline refuses user
+	// info from clients; this also drops any a script's URI change put
+	// there.
+	if u := req.URI(); len(u.Username()) > 0 || len(u.Password()) > 0 {
+		u.SetUsernameBytes(nil)
+		u.SetPasswordBytes(nil)
+	}
 
 	if p.strip && len(p.prefix) > 0 {
 		path := req.URI().Path()

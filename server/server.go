@@ -268,12 +268,20 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	rs.tenant = t
+	if h.IsTrace() && !t.cfg.AllowTrace {
+		// TRACE echoes the request back, cookies and credentials
+		// included (cross-site tracing); only a tenant that asks for
+		// it gets it.
+		rs.errKind = codeMethodNotAllowed
+		writeError(ctx, rs.reqID, fasthttp.StatusMethodNotAllowed, codeMethodNotAllowed, "TRACE is not allowed")
+		return
+	}
 	if t.script != nil {
 		// Scripts find the request id in the request header (their log
 		// lines, req:Header()); a generated id, or one replacing an
 		// invalid client id, is not there yet. The proxy stage sets the
 		// same value again for the upstream.
-		h.SetCanonical(snap.reqIDHeader, rs.reqID)
+		setOnly(h, snap.reqIDHeader, rs.reqID)
 	}
 	t.serve(ctx)
 }
@@ -285,12 +293,16 @@ func (s *Server) rejectMalformed(ctx *fasthttp.RequestCtx, rs *reqState, snap *s
 	var status int
 	var code, msg string
 	switch {
+	case !supportedVersion(h):
+		status, code, msg = fasthttp.StatusHTTPVersionNotSupported, codeVersion, "only HTTP/1.1 and HTTP/1.0 are served here"
 	case framingError(h):
 		status, code, msg = fasthttp.StatusBadRequest, codeBadRequest, "ambiguous request framing"
 	case len(h.RequestURI()) > snap.maxRequestLine:
 		status, code, msg = fasthttp.StatusRequestURITooLong, codeURITooLong, "request line too long"
-	case len(h.RawHeaders()) > snap.maxHeaderBytes || h.Len() > snap.maxHeaders:
+	case len(h.RawHeaders()) > snap.maxHeaderBytes || fieldLines(h) > snap.maxHeaders:
 		status, code, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, codeHeaderTooLarge, "request header too large"
+	case badAuthority(h):
+		status, code, msg = fasthttp.StatusBadRequest, codeBadRequest, "malformed host"
 	case int64(h.ContentLength()) > snap.maxBody:
 		status, code, msg = fasthttp.StatusRequestEntityTooLarge, codeTooLarge, "request body too large"
 	default:
@@ -314,9 +326,10 @@ func (s *Server) rejectMalformed(ctx *fasthttp.RequestCtx, rs *reqState, snap *s
 		}
 		return false
 	}
-	if status == fasthttp.StatusBadRequest {
-		// Framing the gateway does not trust means it cannot know where
-		// the next request starts: close. For the other rejections the
+	if status == fasthttp.StatusBadRequest || status == fasthttp.StatusHTTPVersionNotSupported {
+		// Framing the gateway does not trust, or a protocol it does not
+		// speak, means it cannot know where the next request starts:
+		// close. For the other rejections the
 		// framing is sound and fasthttp discards an unread body (up to
 		// 256 KiB, closing beyond) so the connection can be reused.
 		ctx.SetConnectionClose()
