@@ -260,9 +260,11 @@ type Tenant struct {
 
 // Upstream is one server a tenant proxies to.
 type Upstream struct {
-	// URL is an absolute http:// or https:// URL with a host and no path,
-	// query or fragment. Load stores it canonical: scheme and host
-	// lowercased, no trailing "/", so it can key state kept across reloads.
+	// URL is an absolute http:// or https:// URL with a host, an optional
+	// base path ("http://svc:8080/v2", under which request paths are
+	// joined; the same for every upstream of a tenant) and no query or
+	// fragment. Load stores it canonical: scheme and host lowercased, no
+	// trailing "/", so it can key state kept across reloads.
 	URL string `yaml:"url"`
 
 	// Weight is the share for weighted_round_robin, 1..1000. Default 1.

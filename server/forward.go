@@ -26,6 +26,9 @@ type upstream struct {
 	// scheme is the upstream's URL scheme, "http" or "https", which every
 	// request sent to it carries in its URI.
 	scheme []byte
+	// basePath is the path of the upstream's URL without a trailing "/"
+	// ("/v2" of "http://svc:8080/v2"), or "".
+	basePath string
 	// pooledOutages is the Upstream.Outages count the idle connections
 	// in client were last checked against. Written (CAS) by the first
 	// attempt that sees a newer count, which then closes them; read by
@@ -55,6 +58,10 @@ type pool struct {
 	picker       balancer.Picker
 	prefix       []byte // stripped from the path when strip is set
 	strip        bool
+	// basePath is the upstreams' base path (they share one), under which
+	// the request path is joined: "/v2" + "/items" = "/v2/items". Empty
+	// when the upstream URLs have no path.
+	basePath []byte
 	preserveHost bool
 	timeout      time.Duration // per attempt
 	// replayBody is the largest request body (by Content-Length) read
@@ -433,20 +440,34 @@ func (p *pool) prepare(ctx *fasthttp.RequestCtx, rs *reqState) {
 		u.SetPasswordBytes(nil)
 	}
 
-	if p.strip && len(p.prefix) > 0 {
-		path := req.URI().Path()
-		if hasSegmentPrefix(path, p.prefix) {
-			rest := path[len(p.prefix):]
-			// The URI re-decodes what it is given, so hand it the
-			// escaped form: "/a%2525b" must stay "%25" on the wire, not
-			// turn into a "%" — nor "%252e%252e" into "..".
-			esc := appendEscapedPath(rs.scratch[len(rs.scratch):], rest)
-			if len(esc) == 0 {
-				esc = append(esc, '/')
-			}
-			req.URI().SetPathBytes(esc)
-		}
+	if (p.strip && len(p.prefix) > 0) || len(p.basePath) > 0 {
+		p.rewritePath(req, rs)
 	}
+}
+
+// rewritePath strips the tenant's path prefix (strip_prefix) and joins what
+// is left under the upstreams' base path, as nginx's proxy_pass with a URI
+// does: with base "/v2", "/items" goes as "/v2/items", "/" as "/v2/", and
+// an empty rest (the prefix itself, stripped) as "/v2". The base has no
+// trailing "/" and the rest is empty or starts with "/", so no "//" is
+// made. The query is not touched.
+func (p *pool) rewritePath(req *fasthttp.Request, rs *reqState) {
+	path := req.URI().Path()
+	rest := path
+	if p.strip && len(p.prefix) > 0 && hasSegmentPrefix(path, p.prefix) {
+		rest = path[len(p.prefix):]
+	} else if len(p.basePath) == 0 {
+		return
+	}
+	// The URI re-decodes what it is given, so hand it the escaped form:
+	// "/a%2525b" must stay "%25" on the wire, not turn into a "%" — nor
+	// "%252e%252e" into "..". The base path has no "%" (config).
+	esc := append(rs.scratch[len(rs.scratch):], p.basePath...)
+	esc = appendEscapedPath(esc, rest)
+	if len(esc) == 0 {
+		esc = append(esc, '/')
+	}
+	req.URI().SetPathBytes(esc)
 }
 
 // hasSegmentPrefix reports whether prefix matches path on a segment
