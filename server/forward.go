@@ -53,15 +53,11 @@ func (u *upstream) dropStaleConns() {
 // picker and the policies that apply to each attempt. It is immutable after
 // the snapshot is built.
 type pool struct {
-	name   string // tenant name, for logs
-	ups    []*upstream
-	picker balancer.Picker
-	prefix []byte // stripped from the path when strip is set
-	strip  bool
-	// basePath is the upstreams' base path (they share one), under which
-	// the request path is joined: "/v2" + "/items" = "/v2/items". Empty
-	// when the upstream URLs have no path.
-	basePath     []byte
+	name         string // tenant name, for logs
+	ups          []*upstream
+	picker       balancer.Picker
+	prefix       []byte // stripped from the path when strip is set
+	strip        bool
 	preserveHost bool
 	timeout      time.Duration // per attempt
 	// replayBody is the largest request body (by Content-Length) read
@@ -74,6 +70,11 @@ type pool struct {
 	budget      *retryBudget
 	trusted     trustedProxies
 	reqIDHeader []byte // canonical form
+
+	// basePath is the upstreams' base path (they share one), under which
+	// the request path is joined: "/v2" + "/items" = "/v2/items". Empty
+	// when the upstream URLs have no path.
+	basePath []byte
 }
 
 // Canonical header keys and values the proxy stage sets on every request.
