@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -46,20 +47,61 @@ type reqState struct {
 
 	// scratch builds header values (X-Forwarded-For) without allocating.
 	scratch []byte
+
+	// sent is the request as the client sent it, for the access log:
+	// method, host, path (as sent, percent-encoding kept) and query,
+	// back to back, ending at sentMethod, sentHost, sentPath and
+	// len(sent). Copied on arrival (captureRequest), before strip_prefix,
+	// scripts or preserve_host rewrite the request; empty when the access
+	// log is off.
+	sent                           []byte
+	sentMethod, sentHost, sentPath int
+
+	// slot is the request's index in Server.inflight, or -1 when it is
+	// not tracked there. Written by the request's goroutine before it
+	// publishes the state in the slot.
+	slot int32
+	// logged is set by whoever writes the request's access line: finish,
+	// or Shutdown logging the requests its grace period cut off. Either
+	// may set it; the loser writes nothing. Invariant: at most one access
+	// line per request.
+	logged atomic.Bool
 }
 
-var statePool = sync.Pool{New: func() any { return &reqState{scratch: make([]byte, 0, 128)} }}
+var statePool = sync.Pool{New: func() any { return &reqState{scratch: make([]byte, 0, 128), slot: -1} }}
 
 func acquireState() *reqState { return statePool.Get().(*reqState) }
 
 func releaseState(rs *reqState) {
-	scratch := rs.scratch[:0]
+	scratch, sent := rs.scratch[:0], rs.sent[:0]
 	if cap(scratch) > 4096 {
 		// Don't let one huge X-Forwarded-For chain pin memory in the pool.
 		scratch = make([]byte, 0, 128)
 	}
-	*rs = reqState{scratch: scratch}
+	if cap(sent) > 4096 {
+		sent = nil
+	}
+	*rs = reqState{scratch: scratch, sent: sent, slot: -1}
 	statePool.Put(rs)
+}
+
+// captureRequest copies what the client sent into rs.sent for the access
+// log. It allocates only while the pooled buffer grows.
+func (rs *reqState) captureRequest(ctx *fasthttp.RequestCtx) {
+	u := ctx.URI()
+	b := append(rs.sent[:0], ctx.Method()...)
+	rs.sentMethod = len(b)
+	b = append(b, u.Host()...)
+	rs.sentHost = len(b)
+	b = append(b, u.PathOriginal()...)
+	rs.sentPath = len(b)
+	rs.sent = append(b, u.QueryString()...)
+}
+
+// sentParts returns what captureRequest copied.
+func (rs *reqState) sentParts() (method, host, path, query []byte) {
+	b := rs.sent
+	return b[:rs.sentMethod], b[rs.sentMethod:rs.sentHost], b[rs.sentHost:rs.sentPath], b[rs.sentPath:]
 }
 
 // stateOf returns the state of a request in flight through the pipeline, or

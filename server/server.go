@@ -63,6 +63,11 @@ type Server struct {
 
 	lnMu sync.Mutex
 	ln   net.Listener
+
+	// inflight tracks requests in flight while the access log is on, so
+	// that Shutdown logs those its grace period cuts off. Nil when the
+	// access log is off.
+	inflight *inflight
 }
 
 // New builds a server from a loaded config. It compiles every script and
@@ -93,6 +98,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.snap.Store(snap)
 	s.srv = s.newFastHTTP(cfg)
+	if cfg.Logging.AccessLog {
+		s.inflight = newInflight(cfg.Server.MaxConns)
+	}
 	return s, nil
 }
 
@@ -208,8 +216,16 @@ func (s *Server) Addr() net.Addr {
 // ctx is done, then stops health checks and scripts. Keep-alive connections
 // are closed as soon as they are idle (fasthttp's CloseOnShutdown), so an
 // idle client cannot hold shutdown up.
+//
+// When ctx ends first, fasthttp stops waiting and leaves the handlers still
+// running to the process exit; each request they serve gets its access line
+// now, with status 0 and error "shutdown" (docs/operations.md), and not
+// again if its handler finishes after all.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.ShutdownWithContext(ctx)
+	if err != nil && s.inflight != nil {
+		s.inflight.cutOff(s.cutOffLog)
+	}
 	if snap := s.snap.Load(); snap != nil {
 		snap.close()
 	}
@@ -239,6 +255,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	ctx.SetUserValue(stateKey, rs)
 	snap := s.snap.Load()
 	defer s.finish(ctx, rs, snap)
+	if snap.cfg.Logging.AccessLog {
+		// Before anything rewrites the request.
+		rs.captureRequest(ctx)
+	}
 
 	h := &ctx.Request.Header
 	rs.setRequestID(h.PeekCanonical(snap.reqIDHeader))
@@ -268,6 +288,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	rs.tenant = t
+	if s.inflight != nil {
+		// Everything a cut-off access line shows is set by now.
+		s.inflight.add(rs, ctx.ConnID())
+	}
 	if h.IsTrace() && !t.cfg.AllowTrace {
 		// TRACE echoes the request back, cookies and credentials
 		// included (cross-site tracing); only a tenant that asks for
@@ -355,11 +379,24 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, rs *reqState, snap *snapshot) 
 		answerBodyFault(ctx, rs)
 	}
 	ctx.Response.Header.SetCanonical(snap.reqIDHeader, rs.reqID)
-	if snap.cfg.Logging.AccessLog {
+	release := true
+	if rs.slot >= 0 && !rs.logged.CompareAndSwap(false, true) {
+		// Shutdown logged the request as cut off when the grace period
+		// ended, and may still be reading rs: leave it to the GC.
+		release = false
+	} else if snap.cfg.Logging.AccessLog {
 		s.accessLog(ctx, rs)
 	}
+	if rs.slot >= 0 {
+		s.inflight.remove(rs)
+		// Once Shutdown scans the table, a state it loaded must not be
+		// reused under it (inflight's doc).
+		release = release && !s.inflight.cutoff.Load()
+	}
 	ctx.RemoveUserValue(stateKey)
-	releaseState(rs)
+	if release {
+		releaseState(rs)
+	}
 }
 
 // answerBodyFault answers a request whose streamed body failed on the
