@@ -378,6 +378,8 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, rs *reqState, snap *snapshot) 
 	if rs.body.clientFault() {
 		answerBodyFault(ctx, rs)
 	}
+	// One field, the gateway's: an upstream's own ids are replaced.
+	ctx.Response.Header.DelBytes(snap.reqIDHeader)
 	ctx.Response.Header.SetCanonical(snap.reqIDHeader, rs.reqID)
 	release := true
 	if rs.slot >= 0 && !rs.logged.CompareAndSwap(false, true) {

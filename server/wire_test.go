@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // wireConfig is a catch-all tenant on one echo upstream, with header limits
@@ -125,6 +127,24 @@ func TestGatewayOwnedHeadersAreSentAsOneField(t *testing.T) {
 	}
 	if ids := h.PeekAll("X-Request-ID"); len(ids) != 1 || !validRequestID(ids[0]) {
 		t.Errorf("X-Request-ID reached the upstream as %d fields: %q", len(ids), ids)
+	}
+}
+
+func TestTheResponseCarriesOneRequestID(t *testing.T) {
+	t.Parallel()
+	up := startEcho(t, "up")
+	up.setHandler(func(ctx *fasthttp.RequestCtx) {
+		ctx.Response.Header.Add("X-Request-ID", "upstream-1")
+		ctx.Response.Header.Add("X-Request-ID", "upstream-2")
+	})
+	g := startGateway(t, yamlf(wireConfig, up.url()))
+	resp := g.get("/", "X-Request-ID", "client-id")
+	var ids []string
+	for _, v := range resp.Header.PeekAll("X-Request-ID") {
+		ids = append(ids, string(v))
+	}
+	if len(ids) != 1 || ids[0] != "client-id" {
+		t.Errorf("response X-Request-ID fields %q, want just the gateway's %q", ids, "client-id")
 	}
 }
 
