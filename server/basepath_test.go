@@ -71,3 +71,21 @@ tenants:
 		t.Errorf("the upstream is named %q, want its URL with the base path", upURL)
 	}
 }
+
+func TestKeystoneProxyURLMayCarryABasePath(t *testing.T) {
+	t.Parallel()
+	up := startEcho(t, "up")
+	g := startGateway(t, luaBlock+`
+tenants:
+  - name: lua
+    path_prefix: /
+    script: proxy.lua
+`, "scripts/proxy.lua", `
+local r = chi.NewRouter()
+r:Get("/*", keystone.Proxy("`+up.url()+`/v3/"))
+return r
+`)
+	if got := decodeEcho(t, g.get("/items?x=1")).URI; got != "/v3/items?x=1" {
+		t.Errorf("keystone.Proxy with a base path sent %q, want /v3/items?x=1", got)
+	}
+}
