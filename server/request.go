@@ -98,12 +98,6 @@ func (rs *reqState) captureRequest(ctx *fasthttp.RequestCtx) {
 	rs.sent = append(b, u.QueryString()...)
 }
 
-// sentParts returns what captureRequest copied.
-func (rs *reqState) sentParts() (method, host, path, query []byte) {
-	b := rs.sent
-	return b[:rs.sentMethod], b[rs.sentMethod:rs.sentHost], b[rs.sentHost:rs.sentPath], b[rs.sentPath:]
-}
-
 // stateOf returns the state of a request in flight through the pipeline, or
 // nil for a ctx the pipeline did not start (a test calling a handler
 // directly).
