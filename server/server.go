@@ -351,11 +351,12 @@ func (s *Server) rejectMalformed(ctx *fasthttp.RequestCtx, rs *reqState, snap *s
 		return false
 	}
 	if status == fasthttp.StatusBadRequest || status == fasthttp.StatusHTTPVersionNotSupported {
-		// Framing the gateway does not trust, or a protocol it does not
-		// speak, means it cannot know where the next request starts:
-		// close. For the other rejections the
-		// framing is sound and fasthttp discards an unread body (up to
-		// 256 KiB, closing beyond) so the connection can be reused.
+		// Framing the gateway does not trust, a protocol it does not
+		// speak, or a request lying about its host: it cannot know
+		// where the next request starts, or trust the client to say.
+		// Close. For the other rejections the framing is sound and
+		// fasthttp discards an unread body (up to 256 KiB, closing
+		// beyond) so the connection can be reused.
 		ctx.SetConnectionClose()
 	}
 	rs.errKind = code
