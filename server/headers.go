@@ -205,17 +205,24 @@ func supportedVersion(h *fasthttp.RequestHeader) bool {
 // badAuthority reports a request whose authority the gateway must not
 // route or forward: user info in the Host header or in an absolute-form
 // target ("user@b.example", "a.example:80@b.example" are not hosts, RFC
-// 9112 section 3.2 and RFC 9110 section 4.2.4), or an absolute-form target
-// whose scheme is not http or https. fasthttp would split the user info
-// off, route by what follows the "@", and its client would turn it into an
-// Authorization header on the way upstream.
+// 9112 section 3.2 and RFC 9110 section 4.2.4), an absolute-form target
+// whose scheme is not http or https, or an HTTP/1.1 request in origin-form
+// without a host (RFC 9112 section 3.2: "a server MUST respond with a 400
+// (Bad Request) status code to any HTTP/1.1 request message that lacks a
+// Host header field"; an "http" URI with an empty host is invalid, RFC 9110
+// section 4.2.1). fasthttp would split user info off, route by what
+// follows the "@", and its client would turn it into an Authorization
+// header on the way upstream.
 func badAuthority(h *fasthttp.RequestHeader) bool {
-	if bytes.IndexByte(h.Host(), '@') >= 0 {
+	host := h.Host()
+	if bytes.IndexByte(host, '@') >= 0 {
 		return true
 	}
 	uri := h.RequestURI()
 	if len(uri) == 0 || uri[0] == '/' || (len(uri) == 1 && uri[0] == '*') {
-		return false // origin-form, or asterisk-form ("OPTIONS *")
+		// origin-form, or asterisk-form ("OPTIONS *"). HTTP/1.0
+		// predates Host; its requests may come without one.
+		return len(host) == 0 && h.IsHTTP11()
 	}
 	i := bytes.Index(uri, []byte("://"))
 	if i < 0 {

@@ -21,7 +21,7 @@ tenants:
     upstreams: [{url: %q}]
 `
 
-func TestUserInfoInTheAuthorityIsRejected(t *testing.T) {
+func TestUserInfoOrNoHostInTheAuthorityIsRejected(t *testing.T) {
 	t.Parallel()
 	up := startEcho(t, "up")
 	g := startGateway(t, yamlf(wireConfig, up.url()))
@@ -33,6 +33,8 @@ func TestUserInfoInTheAuthorityIsRejected(t *testing.T) {
 		{"a host:port before the @ in an absolute-form target", "GET http://a.example:80@b.example/ HTTP/1.1\r\nHost: b.example\r\n\r\n"},
 		{"user info in an https absolute-form target", "GET https://u:p@b.example/ HTTP/1.1\r\nHost: b.example\r\n\r\n"},
 		{"an absolute-form target with another scheme", "GET ftp://b.example/ HTTP/1.1\r\nHost: b.example\r\n\r\n"},
+		{"HTTP/1.1 without Host", "GET /echo HTTP/1.1\r\nX-A: 1\r\n\r\n"},
+		{"HTTP/1.1 with an empty Host", "GET /echo HTTP/1.1\r\nHost:\r\n\r\n"},
 	} {
 		out := g.raw(c.req, 3*time.Second)
 		if !strings.HasPrefix(out, "HTTP/1.1 400") || !strings.Contains(out, `"request_id":"`) {
