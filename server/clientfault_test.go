@@ -207,6 +207,7 @@ func TestUpstreamFaultsStillOpenTheBreaker(t *testing.T) {
 				_ = c.(*net.TCPConn).SetLinger(0)
 			})
 		}, true, 502},
+		{"an answer cut off while the request body streams", answer("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"), true, 502},
 		{"a malformed answer", answer("HTTP/1.1 2x0 What\r\n\r\n"), false, 502},
 		{"a truncated answer", answer("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"), false, 502},
 		{"a configured 5xx", answer("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy"), false, 503},
@@ -217,16 +218,15 @@ func TestUpstreamFaultsStillOpenTheBreaker(t *testing.T) {
 			g := startGateway(t, yamlf(strictNoRetryConfig, c.upstream(t)))
 			var resp *fasthttp.Response
 			if c.body {
-				out := g.rawExchange("POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+
-					strings.Repeat("1000\r\n"+strings.Repeat("u", 4096)+"\r\n", 64)+"0\r\n\r\n", false, 5*time.Second)
-				if !strings.HasPrefix(out, "HTTP/1.1 502") {
-					t.Fatalf("got %.300q, want 502", out)
-				}
+				// 128 KiB: over stream_request_body_over, so it streams,
+				// and under what the gateway drains after answering, so
+				// the client reads the answer rather than a reset.
+				resp = g.do("POST", "", "/x", []byte(strings.Repeat("u", 128<<10)))
 			} else {
 				resp = g.get("/x")
-				if resp.StatusCode() != c.status {
-					t.Fatalf("status %d, want %d: %s", resp.StatusCode(), c.status, resp.Body())
-				}
+			}
+			if resp.StatusCode() != c.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode(), c.status, resp.Body())
 			}
 			if st, avail := upstreamJudged(g); st != breaker.StateOpen || avail {
 				t.Fatalf("after the upstream's fault the breaker is %v and available=%v; want open and ejected", st, avail)
