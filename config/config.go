@@ -209,6 +209,11 @@ type Tenant struct {
 	// upstream's host. Default true.
 	PreserveHost bool `yaml:"preserve_host"`
 
+	// AllowTrace lets TRACE requests through to the tenant's script and
+	// upstreams. False answers them 405: TRACE echoes the request back,
+	// cookies and credentials included (cross-site tracing).
+	AllowTrace bool `yaml:"allow_trace"`
+
 	// Balancer is round_robin, weighted_round_robin, least_conn or
 	// random_two_choices. Default round_robin.
 	Balancer string `yaml:"balancer"`
@@ -255,9 +260,11 @@ type Tenant struct {
 
 // Upstream is one server a tenant proxies to.
 type Upstream struct {
-	// URL is an absolute http:// or https:// URL with a host and no path,
-	// query or fragment. Load stores it canonical: scheme and host
-	// lowercased, no trailing "/", so it can key state kept across reloads.
+	// URL is an absolute http:// or https:// URL with a host, an optional
+	// base path ("http://svc:8080/v2", under which request paths are
+	// joined; the same for every upstream of a tenant) and no query or
+	// fragment. Load stores it canonical: scheme and host lowercased, no
+	// trailing "/", so it can key state kept across reloads.
 	URL string `yaml:"url"`
 
 	// Weight is the share for weighted_round_robin, 1..1000. Default 1.

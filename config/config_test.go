@@ -565,7 +565,7 @@ func TestErrors(t *testing.T) {
     upstreams:
       - url: 127.0.0.1:9001
       - url: ftp://a:1
-      - url: http://a:1/api
+      - url: http://a:1/api/../x
       - url: http://a:1?x=1
       - url: http://a:1#frag
       - url: http://user:pw@a:1
@@ -578,7 +578,7 @@ func TestErrors(t *testing.T) {
 `, []string{
 			`x.yaml:5:14: tenants[0].upstreams[0].url: expected absolute http(s) URL, got "127.0.0.1:9001"`,
 			`x.yaml:6:14: tenants[0].upstreams[1].url: expected absolute http(s) URL, got "ftp://a:1"`,
-			`x.yaml:7:14: tenants[0].upstreams[2].url: expected a URL without a path, got "http://a:1/api"`,
+			`x.yaml:7:14: tenants[0].upstreams[2].url: base path: expected a path without "." or ".." segments, got "/api/../x"`,
 			`x.yaml:8:14: tenants[0].upstreams[3].url: expected a URL without a query or fragment, got "http://a:1?x=1"`,
 			`x.yaml:9:14: tenants[0].upstreams[4].url: expected a URL without a query or fragment, got "http://a:1#frag"`,
 			`x.yaml:10:14: tenants[0].upstreams[5].url: expected a URL without user info, got "http://user:xxxxx@a:1"`,

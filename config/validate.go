@@ -332,6 +332,7 @@ func validateTenant(c *Config, d *decoder, t *Tenant, tp string) (hosts []string
 	oneOf(d, tp+".balancer", t.Balancer, balancers...)
 
 	urls := make(map[string]int)
+	basePath, baseOf := "", -1 // the tenant's upstream base path, and whose it is
 	for j := range t.Upstreams {
 		u := &t.Upstreams[j]
 		up := fmt.Sprintf("%s.upstreams[%d]", tp, j)
@@ -348,6 +349,14 @@ func validateTenant(c *Config, d *decoder, t *Tenant, tp string) (hosts []string
 				d.errorAt(up+".url", "duplicate upstream %q (first at upstreams[%d])", canon, k)
 			} else {
 				urls[key] = j
+			}
+			// One base path per tenant, as nginx's proxy_pass has one
+			// URI for its whole upstream group: a retry or the next
+			// pick must not send the same request to another path.
+			if bp := UpstreamBasePath(canon); baseOf < 0 {
+				basePath, baseOf = bp, j
+			} else if bp != basePath {
+				d.errorAt(up+".url", "expected the base path of upstreams[%d] (%q), got %q", baseOf, basePath, bp)
 			}
 		}
 		between(d, up+".weight", u.Weight, 1, 1000)
@@ -632,7 +641,8 @@ func isPathChar(c byte) bool {
 }
 
 // checkUpstreamURL validates an upstream URL. It returns the URL in
-// canonical form (lowercase scheme and host, no trailing "/") and a key
+// canonical form (lowercase scheme and host, base path without a trailing
+// "/") and a key
 // that also spells out the default port, so that "http://a" and
 // "http://a:80" count as duplicates.
 func checkUpstreamURL(s string) (canon, key, msg string) {
@@ -644,8 +654,15 @@ func checkUpstreamURL(s string) (canon, key, msg string) {
 	if u.User != nil {
 		return "", "", fmt.Sprintf("expected a URL without user info, got %q", clip(u.Redacted()))
 	}
-	if (u.Path != "" && u.Path != "/") || u.RawPath != "" {
-		return "", "", fmt.Sprintf("expected a URL without a path, got %q", clip(s))
+	// An optional base path, as nginx's proxy_pass with a URI: request
+	// paths are joined under it. The same rules as path_prefix (no
+	// percent-encoding, empty, "." or ".." segments), so the join never
+	// needs to normalize; a trailing "/" is dropped.
+	base := strings.TrimSuffix(u.EscapedPath(), "/")
+	if base != "" {
+		if msg := checkPathPrefix(base); msg != "" {
+			return "", "", "base path: " + msg
+		}
 	}
 	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#") {
 		return "", "", fmt.Sprintf("expected a URL without a query or fragment, got %q", clip(s))
@@ -671,7 +688,7 @@ func checkUpstreamURL(s string) (canon, key, msg string) {
 			key += ":80"
 		}
 	}
-	return canon, key, ""
+	return canon + base, key + base, ""
 }
 
 // oneOf reports an error unless v is one of allowed, suggesting the
@@ -723,4 +740,14 @@ func between(d *decoder, p string, v, lo, hi int) {
 	default:
 		d.errorAt(p, "expected a value between %d and %d, got %d", lo, hi, v)
 	}
+}
+
+// UpstreamBasePath returns the base path of a canonical upstream URL ("/v2"
+// of "http://svc:8080/v2"), or "" when it has none.
+func UpstreamBasePath(canon string) string {
+	rest := canon[strings.Index(canon, "://")+3:]
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		return rest[i:]
+	}
+	return ""
 }

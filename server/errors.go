@@ -24,6 +24,7 @@ const (
 	codeCircuitOpen      = "circuit_open"
 	codeUnauthorized     = "unauthorized"
 	codeBusy             = "busy" // every Lua VM of the script is busy
+	codeVersion          = "http_version_not_supported"
 )
 
 // writeError replaces the response with the gateway's JSON error body:

@@ -23,6 +23,12 @@ type upstream struct {
 	// host is the Host header sent when the tenant does not preserve the
 	// client's.
 	host string
+	// scheme is the upstream's URL scheme, "http" or "https", which every
+	// request sent to it carries in its URI.
+	scheme []byte
+	// basePath is the path of the upstream's URL without a trailing "/"
+	// ("/v2" of "http://svc:8080/v2"), or "".
+	basePath string
 	// pooledOutages is the Upstream.Outages count the idle connections
 	// in client were last checked against. Written (CAS) by the first
 	// attempt that sees a newer count, which then closes them; read by
@@ -64,6 +70,11 @@ type pool struct {
 	budget      *retryBudget
 	trusted     trustedProxies
 	reqIDHeader []byte // canonical form
+
+	// basePath is the upstreams' base path (they share one), under which
+	// the request path is joined: "/v2" + "/items" = "/v2/items". Empty
+	// when the upstream URLs have no path.
+	basePath []byte
 }
 
 // Canonical header keys and values the proxy stage sets on every request.
@@ -73,6 +84,7 @@ var (
 	keyXForwardedHost  = []byte(fasthttp.HeaderXForwardedHost)
 	valueHTTP          = []byte("http")
 	valueHTTPS         = []byte("https")
+	http11             = []byte("HTTP/1.1")
 )
 
 // failure classifies how an upstream attempt ended.
@@ -224,9 +236,7 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 		}
 		rs.upstream = up
 		rs.attempts++
-		if !p.preserveHost {
-			req.URI().SetHost(up.host)
-		}
+		p.address(req, up)
 
 		up.dropStaleConns()
 		up.Acquire()
@@ -234,12 +244,13 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 		err := up.client.DoTimeout(req, &ctx.Response, p.timeout)
 		up.Release()
 
-		if rs.body.exceeded {
-			// The client's chunked body passed max_request_body: the
-			// upstream is not at fault, and finish answers 413. The
-			// attempt proves nothing either way, so it gives its
-			// breaker admission back (a half-open probe slot) rather
-			// than report a success that could close the breaker.
+		if rs.body.clientFault() {
+			// The client's body passed max_request_body, was malformed
+			// or ended early: the upstream is not at fault, nothing is
+			// retried, and finish answers 413, 400 or 408. The attempt
+			// proves nothing either way, so it gives its breaker
+			// admission back (a half-open probe slot) rather than
+			// report a success that could close the breaker.
 			up.Breaker.Cancel(tok)
 			break
 		}
@@ -268,6 +279,22 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 	removeResponseHopHeaders(&ctx.Response.Header)
 	if clientClose {
 		ctx.SetConnectionClose()
+	}
+}
+
+// address points the request at up. The scheme is always the upstream's:
+// an absolute-form target ("GET https://b.example/ HTTP/1.1" on the plain
+// listener) names the scheme the client used to reach the gateway, not the
+// one the gateway speaks to its upstream, and fasthttp's HostClient refuses
+// a URI whose scheme is not its own (an error that would read as the
+// upstream's failure). The host is the upstream's unless the tenant
+// preserves the client's; an HTTP/1.0 request may have none, and then
+// gets the upstream's too, since a request cannot be written without one.
+func (p *pool) address(req *fasthttp.Request, up *upstream) {
+	u := req.URI()
+	u.SetSchemeBytes(up.scheme)
+	if !p.preserveHost || len(u.Host()) == 0 {
+		u.SetHost(up.host)
 	}
 }
 
@@ -376,41 +403,72 @@ func (p *pool) prepare(ctx *fasthttp.RequestCtx, rs *reqState) {
 	xff = peer.AppendTo(xff)
 	rs.scratch = xff
 
-	// A trusted proxy in front of us already said what the client used;
-	// anyone else's claim is replaced.
-	keepProto := peerTrusted && len(h.Peek(fasthttp.HeaderXForwardedProto)) > 0
-	keepHost := peerTrusted && len(h.Peek(fasthttp.HeaderXForwardedHost)) > 0
+	// A trusted proxy in front of us already said what the client used,
+	// in one field; anyone else's claim, and a trusted proxy's repeated
+	// one, is replaced.
+	keepProto := peerTrusted && len(h.PeekAll(fasthttp.HeaderXForwardedProto)) == 1
+	keepHost := peerTrusted && len(h.PeekAll(fasthttp.HeaderXForwardedHost)) == 1
 
 	removeRequestHopHeaders(h)
+	// Every header the gateway owns leaves as exactly one field (setOnly).
 	// The keys are in canonical form already: SetCanonical skips
 	// re-normalizing them on every request.
-	h.SetCanonical(keyXForwardedFor, xff)
+	setOnly(h, keyXForwardedFor, xff)
 	if !keepProto {
 		if ctx.IsTLS() {
-			h.SetCanonical(keyXForwardedProto, valueHTTPS)
+			setOnly(h, keyXForwardedProto, valueHTTPS)
 		} else {
-			h.SetCanonical(keyXForwardedProto, valueHTTP)
+			setOnly(h, keyXForwardedProto, valueHTTP)
 		}
 	}
 	if !keepHost {
-		h.SetCanonical(keyXForwardedHost, req.URI().Host())
+		setOnly(h, keyXForwardedHost, req.URI().Host())
 	}
-	h.SetCanonical(p.reqIDHeader, rs.reqID)
+	setOnly(h, p.reqIDHeader, rs.reqID)
 
-	if p.strip && len(p.prefix) > 0 {
-		path := req.URI().Path()
-		if hasSegmentPrefix(path, p.prefix) {
-			rest := path[len(p.prefix):]
-			// The URI re-decodes what it is given, so hand it the
-			// escaped form: "/a%2525b" must stay "%25" on the wire, not
-			// turn into a "%" — nor "%252e%252e" into "..".
-			esc := appendEscapedPath(rs.scratch[len(rs.scratch):], rest)
-			if len(esc) == 0 {
-				esc = append(esc, '/')
-			}
-			req.URI().SetPathBytes(esc)
-		}
+	// The gateway speaks HTTP/1.1 to upstreams whatever the client spoke
+	// (HTTP/1.0; other versions were answered 505).
+	if !h.IsHTTP11() {
+		h.SetProtocolBytes(http11)
 	}
+	// The gateway never creates credentials: fasthttp's client turns URI
+	// user info into "Authorization: Basic" when it writes the request,
+	// even after a script deleted Authorization. The pipeline refuses user
+	// info from clients; this also drops any a script's URI change put
+	// there.
+	if u := req.URI(); len(u.Username()) > 0 || len(u.Password()) > 0 {
+		u.SetUsernameBytes(nil)
+		u.SetPasswordBytes(nil)
+	}
+
+	if (p.strip && len(p.prefix) > 0) || len(p.basePath) > 0 {
+		p.rewritePath(req, rs)
+	}
+}
+
+// rewritePath strips the tenant's path prefix (strip_prefix) and joins what
+// is left under the upstreams' base path, as nginx's proxy_pass with a URI
+// does: with base "/v2", "/items" goes as "/v2/items", "/" as "/v2/", and
+// an empty rest (the prefix itself, stripped) as "/v2". The base has no
+// trailing "/" and the rest is empty or starts with "/", so no "//" is
+// made. The query is not touched.
+func (p *pool) rewritePath(req *fasthttp.Request, rs *reqState) {
+	path := req.URI().Path()
+	rest := path
+	if p.strip && len(p.prefix) > 0 && hasSegmentPrefix(path, p.prefix) {
+		rest = path[len(p.prefix):]
+	} else if len(p.basePath) == 0 {
+		return
+	}
+	// The URI re-decodes what it is given, so hand it the escaped form:
+	// "/a%2525b" must stay "%25" on the wire, not turn into a "%" — nor
+	// "%252e%252e" into "..". The base path has no "%" (config).
+	esc := append(rs.scratch[len(rs.scratch):], p.basePath...)
+	esc = appendEscapedPath(esc, rest)
+	if len(esc) == 0 {
+		esc = append(esc, '/')
+	}
+	req.URI().SetPathBytes(esc)
 }
 
 // hasSegmentPrefix reports whether prefix matches path on a segment

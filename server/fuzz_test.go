@@ -12,7 +12,8 @@ import (
 
 // FuzzRequestHeaders feeds arbitrary request heads through fasthttp's parser
 // and then through the gateway's own header handling: framing checks,
-// hop-by-hop removal, client IP resolution and request id validation. None
+// hop-by-hop removal, client IP resolution, request id validation, the
+// authority and version checks and the field count. None
 // may panic, and after removal no hop-by-hop header may remain.
 func FuzzRequestHeaders(f *testing.F) {
 	for _, s := range []string{
@@ -24,6 +25,13 @@ func FuzzRequestHeaders(f *testing.F) {
 		"GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
 		"GET / HTTP/1.1\nHost: x\nTransfer-Encoding : chunked\n\n",
 		"GET / HTTP/1.1\r\nHost: x\r\nX-Request-ID: " + strings.Repeat("a", 200) + "\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: admin:hunter2@s.example\r\n\r\n",
+		"GET http://a.example:80@b.example/x HTTP/1.1\r\nHost: b.example\r\n\r\n",
+		"GET https://u@b.example?q=@ HTTP/1.1\r\n\r\n",
+		"GET ftp://b.example/ HTTP/1.1\r\nHost: b.example\r\n\r\n",
+		"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\nCookie: b=2\r\ncookie: c=3\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Proto: http\r\n\r\n",
 	} {
 		f.Add(s)
 	}
@@ -35,6 +43,11 @@ func FuzzRequestHeaders(f *testing.F) {
 		}
 		h := &req.Header
 		_ = framingError(h)
+		_ = badAuthority(h)
+		_ = supportedVersion(h)
+		if n := fieldLines(h); n < 0 {
+			t.Fatalf("fieldLines = %d", n)
+		}
 		_ = trusted.clientIP(netip.MustParseAddr("127.0.0.1"), h.PeekAll(fasthttp.HeaderXForwardedFor))
 		var rs reqState
 		rs.setRequestID(h.Peek("X-Request-ID"))

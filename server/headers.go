@@ -188,3 +188,76 @@ func hasFieldName(line []byte, name string) bool {
 	rest := bytes.TrimLeft(line[len(name):], " \t")
 	return len(rest) > 0 && rest[0] == ':'
 }
+
+// supportedVersion reports whether the request is HTTP/1.1 or HTTP/1.0, the
+// versions the HTTP/1 listener speaks. fasthttp accepts any "HTTP/x.y";
+// "GET / HTTP/2.0" forwarded as is would ask the upstream for semantics
+// nobody negotiated, so the gateway answers 505 itself (RFC 9110 section
+// 15.6.6), as Go's net/http does.
+func supportedVersion(h *fasthttp.RequestHeader) bool {
+	if h.IsHTTP11() {
+		return true
+	}
+	p := h.Protocol()
+	return len(p) == len("HTTP/1.0") && string(p) == "HTTP/1.0"
+}
+
+// badAuthority reports a request whose authority the gateway must not
+// route or forward: user info in the Host header or in an absolute-form
+// target ("user@b.example", "a.example:80@b.example" are not hosts, RFC
+// 9112 section 3.2 and RFC 9110 section 4.2.4), an absolute-form target
+// whose scheme is not http or https, or an HTTP/1.1 request in origin-form
+// without a host (RFC 9112 section 3.2: "a server MUST respond with a 400
+// (Bad Request) status code to any HTTP/1.1 request message that lacks a
+// Host header field"; an "http" URI with an empty host is invalid, RFC 9110
+// section 4.2.1). fasthttp would split user info off, route by what
+// follows the "@", and its client would turn it into an Authorization
+// header on the way upstream.
+func badAuthority(h *fasthttp.RequestHeader) bool {
+	host := h.Host()
+	if bytes.IndexByte(host, '@') >= 0 {
+		return true
+	}
+	uri := h.RequestURI()
+	if len(uri) == 0 || uri[0] == '/' || (len(uri) == 1 && uri[0] == '*') {
+		// origin-form, or asterisk-form ("OPTIONS *"). HTTP/1.0
+		// predates Host; its requests may come without one.
+		return len(host) == 0 && h.IsHTTP11()
+	}
+	i := bytes.Index(uri, []byte("://"))
+	if i < 0 {
+		return false // authority-form (CONNECT), refused by the proxy stage
+	}
+	scheme := uri[:i]
+	if !bytes.EqualFold(scheme, []byte("http")) && !bytes.EqualFold(scheme, []byte("https")) {
+		return true
+	}
+	authority := uri[i+3:]
+	if j := bytes.IndexAny(authority, "/?#"); j >= 0 {
+		authority = authority[:j]
+	}
+	return bytes.IndexByte(authority, '@') >= 0
+}
+
+// fieldLines counts the header field lines of a request as received.
+// fasthttp merges every Cookie field into one (h.Len counts 1,000 Cookie
+// lines as one field), so the raw block is what max_headers is checked
+// against. The block ends with the empty line that ends the header.
+func fieldLines(h *fasthttp.RequestHeader) int {
+	raw := h.RawHeaders()
+	if len(raw) == 0 {
+		// A header built in code (a tool or test calling the
+		// handler), not parsed from the wire.
+		return h.Len()
+	}
+	return bytes.Count(raw, []byte{'\n'}) - 1
+}
+
+// setOnly sets key to value as the only field of that name: Set and
+// SetCanonical replace only the first field, and an upstream that joins
+// repeated fields (RFC 9110 section 5.3) would read the client's extra
+// copies of a header the gateway owns. The key is in canonical form.
+func setOnly(h *fasthttp.RequestHeader, key, value []byte) {
+	h.DelBytes(key)
+	h.SetCanonical(key, value)
+}

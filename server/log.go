@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -48,30 +49,66 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, rs *reqState) {
 	} else {
 		size = int64(len(resp.Body()))
 	}
-	tenantName, upstreamURL := "", ""
+	upstreamURL, upstreamPath := "", []byte(nil)
+	if rs.upstream != nil {
+		upstreamURL = rs.upstream.URL
+		// The path as written on the wire to the last upstream tried:
+		// after strip_prefix, a script's SetPath and the base path.
+		upstreamPath = ctx.Request.URI().RequestURI()
+		if i := bytes.IndexByte(upstreamPath, '?'); i >= 0 {
+			upstreamPath = upstreamPath[:i]
+		}
+	}
+	s.writeAccess(rs, resp.StatusCode(), size, upstreamURL, upstreamPath, rs.attempts, rs.errKind)
+}
+
+// errShutdown is the error kind of a request cut off at the end of the
+// shutdown grace period.
+const errShutdown = "shutdown"
+
+// cutOffLog writes the access line of a request still in flight when the
+// shutdown grace period ended: status 0 (no answer was sent, and none will
+// be: the process exits), error "shutdown". It reads only what the request
+// set before it was tracked (inflight's doc): which upstream it was trying
+// is not known.
+func (s *Server) cutOffLog(rs *reqState) {
+	s.writeAccess(rs, 0, 0, "", nil, 0, errShutdown)
+}
+
+// writeAccess writes one access line. The request's own bytes (what the
+// client sent, the upstream path, the request id) become one string, which
+// the attributes share: one allocation rather than one per field.
+func (s *Server) writeAccess(rs *reqState, status int, size int64, upstreamURL string, upstreamPath []byte, attempts int, errKind string) {
+	tenantName := ""
 	switch {
 	case rs.tenant != nil:
 		tenantName = rs.tenant.cfg.Name
 	case rs.admin:
 		tenantName = "(admin)"
 	}
-	if rs.upstream != nil {
-		upstreamURL = rs.upstream.URL
-	}
+	// Appended past rs.sent's length, into its spare capacity: only the
+	// one writer of the line (rs.logged) gets here.
+	b := append(rs.sent, upstreamPath...)
+	b = append(b, rs.reqID...)
+	all := string(b)
+	sent := len(rs.sent)
+	upEnd := sent + len(upstreamPath)
 	attrs := [...]slog.Attr{
 		slog.String("component", "access"),
-		slog.String("request_id", string(rs.reqID)),
+		slog.String("request_id", all[upEnd:]),
 		slog.String("client_ip", rs.clientIP.String()),
-		slog.String("method", string(ctx.Method())),
-		slog.String("host", string(ctx.Host())),
-		slog.String("path", string(ctx.Path())),
-		slog.Int("status", resp.StatusCode()),
+		slog.String("method", all[:rs.sentMethod]),
+		slog.String("host", all[rs.sentMethod:rs.sentHost]),
+		slog.String("path", all[rs.sentHost:rs.sentPath]),
+		slog.String("query", all[rs.sentPath:sent]),
+		slog.Int("status", status),
 		slog.Int64("bytes", size),
 		slog.Float64("duration_ms", float64(time.Since(rs.start).Microseconds())/1000),
 		slog.String("tenant", tenantName),
 		slog.String("upstream", upstreamURL),
-		slog.Int("attempts", rs.attempts),
-		slog.String("error", rs.errKind),
+		slog.String("upstream_path", all[sent:upEnd]),
+		slog.Int("attempts", attempts),
+		slog.String("error", errKind),
 	}
 	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs[:]...)
 }

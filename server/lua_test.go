@@ -177,6 +177,7 @@ func TestLuaRouterMethodsAndPatterns(t *testing.T) {
 tenants:
   - name: lua
     path_prefix: /
+    allow_trace: true
     script: routes.lua
 `, "scripts/routes.lua", routesLua)
 

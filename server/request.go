@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -46,20 +47,55 @@ type reqState struct {
 
 	// scratch builds header values (X-Forwarded-For) without allocating.
 	scratch []byte
+
+	// sent is the request as the client sent it, for the access log:
+	// method, host, path (as sent, percent-encoding kept) and query,
+	// back to back, ending at sentMethod, sentHost, sentPath and
+	// len(sent). Copied on arrival (captureRequest), before strip_prefix,
+	// scripts or preserve_host rewrite the request; empty when the access
+	// log is off.
+	sent                           []byte
+	sentMethod, sentHost, sentPath int
+
+	// slot is the request's index in Server.inflight, or -1 when it is
+	// not tracked there. Written by the request's goroutine before it
+	// publishes the state in the slot.
+	slot int32
+	// logged is set by whoever writes the request's access line: finish,
+	// or Shutdown logging the requests its grace period cut off. Either
+	// may set it; the loser writes nothing. Invariant: at most one access
+	// line per request.
+	logged atomic.Bool
 }
 
-var statePool = sync.Pool{New: func() any { return &reqState{scratch: make([]byte, 0, 128)} }}
+var statePool = sync.Pool{New: func() any { return &reqState{scratch: make([]byte, 0, 128), slot: -1} }}
 
 func acquireState() *reqState { return statePool.Get().(*reqState) }
 
 func releaseState(rs *reqState) {
-	scratch := rs.scratch[:0]
+	scratch, sent := rs.scratch[:0], rs.sent[:0]
 	if cap(scratch) > 4096 {
 		// Don't let one huge X-Forwarded-For chain pin memory in the pool.
 		scratch = make([]byte, 0, 128)
 	}
-	*rs = reqState{scratch: scratch}
+	if cap(sent) > 4096 {
+		sent = nil
+	}
+	*rs = reqState{scratch: scratch, sent: sent, slot: -1}
 	statePool.Put(rs)
+}
+
+// captureRequest copies what the client sent into rs.sent for the access
+// log. It allocates only while the pooled buffer grows.
+func (rs *reqState) captureRequest(ctx *fasthttp.RequestCtx) {
+	u := ctx.URI()
+	b := append(rs.sent[:0], ctx.Method()...)
+	rs.sentMethod = len(b)
+	b = append(b, u.Host()...)
+	rs.sentHost = len(b)
+	b = append(b, u.PathOriginal()...)
+	rs.sentPath = len(b)
+	rs.sent = append(b, u.QueryString()...)
 }
 
 // stateOf returns the state of a request in flight through the pipeline, or
@@ -121,30 +157,61 @@ var errBodyTooLarge = errors.New("server: request body too large")
 // stream to bufio.Writer.ReadFrom, which ends in net.TCPConn.ReadFrom's
 // io.Copy and a fresh 32 KiB buffer per request (98% of the bytes the POST
 // 64 KiB bench scenario allocated).
+//
+// It also tells the client's faults from the upstream's: an attempt whose
+// request body could not be read from the client (a malformed chunk, a
+// body cut short, a client too slow for server.read_timeout) fails inside
+// the upstream client's write, where it looks like a broken upstream
+// connection. clientErr records it, so the proxy stage aborts the attempt
+// without blaming the upstream and answers the client itself.
 type streamBody struct {
 	r        io.Reader
 	n        int64 // bytes still allowed; < 0 when unbounded
 	exceeded bool
+	// clientErr is the first error other than io.EOF that reading the
+	// client's body returned; nil while the body reads cleanly. Written
+	// and read by the request's goroutine only.
+	clientErr error
 }
+
+// clientFault reports whether the request body failed on the client's side:
+// too large, malformed, truncated or too slow.
+func (b *streamBody) clientFault() bool { return b.exceeded || b.clientErr != nil }
 
 func (b *streamBody) Read(p []byte) (int, error) {
 	if b.exceeded {
 		return 0, errBodyTooLarge
 	}
+	if b.clientErr != nil {
+		return 0, b.clientErr
+	}
 	if b.n < 0 {
-		return b.r.Read(p)
+		return b.read(p)
 	}
 	// Ask for one byte more than allowed: getting it proves the body is
 	// too large without waiting for the rest.
 	if int64(len(p)) > b.n+1 {
 		p = p[:b.n+1]
 	}
-	n, err := b.r.Read(p)
+	n, err := b.read(p)
 	if int64(n) > b.n {
 		b.exceeded = true
 		return 0, errBodyTooLarge
 	}
 	b.n -= int64(n)
+	return n, err
+}
+
+// read reads from the client's stream and records its failure. fasthttp's
+// request stream reports a malformed chunk size, chunk data longer than
+// announced or a connection closed before the end of the body as an error
+// other than io.EOF (a truncated Content-Length body as
+// io.ErrUnexpectedEOF).
+func (b *streamBody) read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.clientErr = err
+	}
 	return n, err
 }
 

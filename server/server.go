@@ -63,6 +63,11 @@ type Server struct {
 
 	lnMu sync.Mutex
 	ln   net.Listener
+
+	// inflight tracks requests in flight while the access log is on, so
+	// that Shutdown logs those its grace period cuts off. Nil when the
+	// access log is off.
+	inflight *inflight
 }
 
 // New builds a server from a loaded config. It compiles every script and
@@ -93,6 +98,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.snap.Store(snap)
 	s.srv = s.newFastHTTP(cfg)
+	if cfg.Logging.AccessLog {
+		s.inflight = newInflight(cfg.Server.MaxConns)
+	}
 	return s, nil
 }
 
@@ -208,8 +216,16 @@ func (s *Server) Addr() net.Addr {
 // ctx is done, then stops health checks and scripts. Keep-alive connections
 // are closed as soon as they are idle (fasthttp's CloseOnShutdown), so an
 // idle client cannot hold shutdown up.
+//
+// When ctx ends first, fasthttp stops waiting and leaves the handlers still
+// running to the process exit; each request they serve gets its access line
+// now, with status 0 and error "shutdown" (docs/operations.md), and not
+// again if its handler finishes after all.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.ShutdownWithContext(ctx)
+	if err != nil && s.inflight != nil {
+		s.inflight.cutOff(s.cutOffLog)
+	}
 	if snap := s.snap.Load(); snap != nil {
 		snap.close()
 	}
@@ -239,6 +255,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	ctx.SetUserValue(stateKey, rs)
 	snap := s.snap.Load()
 	defer s.finish(ctx, rs, snap)
+	if snap.cfg.Logging.AccessLog {
+		// Before anything rewrites the request.
+		rs.captureRequest(ctx)
+	}
 
 	h := &ctx.Request.Header
 	rs.setRequestID(h.PeekCanonical(snap.reqIDHeader))
@@ -268,12 +288,24 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	rs.tenant = t
+	if s.inflight != nil {
+		// Everything a cut-off access line shows is set by now.
+		s.inflight.add(rs, ctx.ConnID())
+	}
+	if h.IsTrace() && !t.cfg.AllowTrace {
+		// TRACE echoes the request back, cookies and credentials
+		// included (cross-site tracing); only a tenant that asks for
+		// it gets it.
+		rs.errKind = codeMethodNotAllowed
+		writeError(ctx, rs.reqID, fasthttp.StatusMethodNotAllowed, codeMethodNotAllowed, "TRACE is not allowed")
+		return
+	}
 	if t.script != nil {
 		// Scripts find the request id in the request header (their log
 		// lines, req:Header()); a generated id, or one replacing an
 		// invalid client id, is not there yet. The proxy stage sets the
 		// same value again for the upstream.
-		h.SetCanonical(snap.reqIDHeader, rs.reqID)
+		setOnly(h, snap.reqIDHeader, rs.reqID)
 	}
 	t.serve(ctx)
 }
@@ -285,12 +317,16 @@ func (s *Server) rejectMalformed(ctx *fasthttp.RequestCtx, rs *reqState, snap *s
 	var status int
 	var code, msg string
 	switch {
+	case !supportedVersion(h):
+		status, code, msg = fasthttp.StatusHTTPVersionNotSupported, codeVersion, "only HTTP/1.1 and HTTP/1.0 are served here"
 	case framingError(h):
 		status, code, msg = fasthttp.StatusBadRequest, codeBadRequest, "ambiguous request framing"
 	case len(h.RequestURI()) > snap.maxRequestLine:
 		status, code, msg = fasthttp.StatusRequestURITooLong, codeURITooLong, "request line too long"
-	case len(h.RawHeaders()) > snap.maxHeaderBytes || h.Len() > snap.maxHeaders:
+	case len(h.RawHeaders()) > snap.maxHeaderBytes || fieldLines(h) > snap.maxHeaders:
 		status, code, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, codeHeaderTooLarge, "request header too large"
+	case badAuthority(h):
+		status, code, msg = fasthttp.StatusBadRequest, codeBadRequest, "malformed host"
 	case int64(h.ContentLength()) > snap.maxBody:
 		status, code, msg = fasthttp.StatusRequestEntityTooLarge, codeTooLarge, "request body too large"
 	default:
@@ -314,11 +350,13 @@ func (s *Server) rejectMalformed(ctx *fasthttp.RequestCtx, rs *reqState, snap *s
 		}
 		return false
 	}
-	if status == fasthttp.StatusBadRequest {
-		// Framing the gateway does not trust means it cannot know where
-		// the next request starts: close. For the other rejections the
-		// framing is sound and fasthttp discards an unread body (up to
-		// 256 KiB, closing beyond) so the connection can be reused.
+	if status == fasthttp.StatusBadRequest || status == fasthttp.StatusHTTPVersionNotSupported {
+		// Framing the gateway does not trust, a protocol it does not
+		// speak, or a request lying about its host: it cannot know
+		// where the next request starts, or trust the client to say.
+		// Close. For the other rejections the framing is sound and
+		// fasthttp discards an unread body (up to 256 KiB, closing
+		// beyond) so the connection can be reused.
 		ctx.SetConnectionClose()
 	}
 	rs.errKind = code
@@ -338,18 +376,49 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, rs *reqState, snap *snapshot) 
 		rs.errKind = codeInternal
 		writeError(ctx, rs.reqID, fasthttp.StatusInternalServerError, codeInternal, "internal error")
 	}
-	if rs.body.exceeded {
-		// The upstream saw a truncated chunked body; the client gets 413.
-		ctx.SetConnectionClose()
-		rs.errKind = codeTooLarge
-		writeError(ctx, rs.reqID, fasthttp.StatusRequestEntityTooLarge, codeTooLarge, "request body too large")
+	if rs.body.clientFault() {
+		answerBodyFault(ctx, rs)
 	}
+	// One field, the gateway's: an upstream's own ids are replaced.
+	ctx.Response.Header.DelBytes(snap.reqIDHeader)
 	ctx.Response.Header.SetCanonical(snap.reqIDHeader, rs.reqID)
-	if snap.cfg.Logging.AccessLog {
+	release := true
+	if rs.slot >= 0 && !rs.logged.CompareAndSwap(false, true) {
+		// Shutdown logged the request as cut off when the grace period
+		// ended, and may still be reading rs: leave it to the GC.
+		release = false
+	} else if snap.cfg.Logging.AccessLog {
 		s.accessLog(ctx, rs)
 	}
+	if rs.slot >= 0 {
+		s.inflight.remove(rs)
+		// Once Shutdown scans the table, a state it loaded must not be
+		// reused under it (inflight's doc).
+		release = release && !s.inflight.cutoff.Load()
+	}
 	ctx.RemoveUserValue(stateKey)
-	releaseState(rs)
+	if release {
+		releaseState(rs)
+	}
+}
+
+// answerBodyFault answers a request whose streamed body failed on the
+// client's side. The upstream, if the body was streaming to one, saw a
+// request cut short and nothing else. The connection is closed: where the
+// next request would start on it is unknown.
+func answerBodyFault(ctx *fasthttp.RequestCtx, rs *reqState) {
+	ctx.SetConnectionClose()
+	switch {
+	case rs.body.exceeded:
+		rs.errKind = codeTooLarge
+		writeError(ctx, rs.reqID, fasthttp.StatusRequestEntityTooLarge, codeTooLarge, "request body too large")
+	case isTimeout(rs.body.clientErr):
+		rs.errKind = codeTimeout
+		writeError(ctx, rs.reqID, fasthttp.StatusRequestTimeout, codeTimeout, "request body not received in time")
+	default:
+		rs.errKind = codeBadRequest
+		writeError(ctx, rs.reqID, fasthttp.StatusBadRequest, codeBadRequest, "malformed or incomplete request body")
+	}
 }
 
 // handleError answers requests fasthttp could not parse. The connection is

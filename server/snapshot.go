@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/textproto"
 	"net/url"
+	"path"
 	"strings"
 
 	"github.com/keystone-gateway/keystone/admin"
@@ -152,6 +153,13 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 		if err != nil {
 			return nil, err
 		}
+		if len(p.ups) == 0 {
+			p.basePath = []byte(up.basePath)
+		} else if up.basePath != string(p.basePath) {
+			// config validates this; a config built by hand may not.
+			return nil, fmt.Errorf("upstream %q: base path %q differs from the tenant's first upstream's (%q)",
+				uc.URL, up.basePath, p.basePath)
+		}
 		p.ups = append(p.ups, up)
 		bups = append(bups, up.Upstream)
 	}
@@ -224,7 +232,13 @@ func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, 
 		}
 		br = breaker.New(bs)
 	}
-	ucfg := balancer.UpstreamConfig{URL: uc.URL, Weight: uc.Weight, Breaker: br}
+	// The balancer knows upstreams by scheme and authority; a base path
+	// ("http://svc:8080/v2") is the proxy stage's (pool.basePath).
+	base := strings.TrimSuffix(u.EscapedPath(), "/")
+	if base != "" && (strings.Contains(base, "%") || path.Clean(base) != base) {
+		return nil, fmt.Errorf("upstream %q: expected a base path without percent-encoding, empty, \".\" or \"..\" segments", uc.URL)
+	}
+	ucfg := balancer.UpstreamConfig{URL: u.Scheme + "://" + u.Host, Weight: uc.Weight, Breaker: br}
 	if od := tc.OutlierDetection; od != nil {
 		ucfg.Outlier = balancer.OutlierConfig{
 			ConsecutiveFailures: od.ConsecutiveFailures,
@@ -236,6 +250,9 @@ func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, 
 	if err != nil {
 		return nil, err
 	}
+	// Admin and the access log name the upstream as configured, base path
+	// included. Set before the upstream is shared.
+	bu.URL = uc.URL
 	hc := &fasthttp.HostClient{
 		Addr:                     bu.Addr,
 		IsTLS:                    bu.TLS,
@@ -257,7 +274,7 @@ func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, 
 	if bu.TLS {
 		hc.TLSConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
 	}
-	return &upstream{Upstream: bu, client: hc, host: u.Host}, nil
+	return &upstream{Upstream: bu, client: hc, host: u.Host, scheme: []byte(u.Scheme), basePath: base}, nil
 }
 
 func (s *Server) luaConfig(cfg *config.Config) luavm.Config {
