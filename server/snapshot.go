@@ -236,10 +236,11 @@ func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, 
 	if err != nil {
 		return nil, err
 	}
+	up := &upstream{Upstream: bu, host: u.Host}
 	hc := &fasthttp.HostClient{
 		Addr:                     bu.Addr,
 		IsTLS:                    bu.TLS,
-		DialTimeout:              dialer(tc.Timeouts.Connect.D()),
+		DialTimeout:              dialer(tc.Timeouts.Connect.D(), up),
 		MaxConns:                 tc.Pool.MaxConns,
 		MaxIdleConnDuration:      tc.Pool.IdleTimeout.D(),
 		MaxConnWaitTimeout:       tc.Pool.MaxConnWait.D(),
@@ -257,7 +258,25 @@ func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, 
 	if bu.TLS {
 		hc.TLSConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
 	}
-	return &upstream{Upstream: bu, client: hc, host: u.Host}, nil
+	up.client = hc
+	// The fresh client shares the settings; each request it sends asks
+	// for the connection to close after it, so it never pools one.
+	up.fresh = &fasthttp.HostClient{
+		Addr:                      hc.Addr,
+		IsTLS:                     hc.IsTLS,
+		TLSConfig:                 hc.TLSConfig,
+		DialTimeout:               hc.DialTimeout,
+		MaxConns:                  hc.MaxConns,
+		MaxIdleConnDuration:       hc.MaxIdleConnDuration,
+		MaxConnWaitTimeout:        hc.MaxConnWaitTimeout,
+		MaxResponseBodySize:       hc.MaxResponseBodySize,
+		StreamResponseBody:        hc.StreamResponseBody,
+		NoDefaultUserAgentHeader:  true,
+		MaxIdemponentCallAttempts: 1,
+		ReadBufferSize:            hc.ReadBufferSize,
+		SecureErrorLogMessage:     true,
+	}
+	return up, nil
 }
 
 func (s *Server) luaConfig(cfg *config.Config) luavm.Config {
