@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // Upstream churn: dead upstreams and upstreams that close keep-alive
@@ -315,5 +317,92 @@ tenants:
 	}
 	if got := up.requests.Load(); got != 4 {
 		t.Errorf("the upstream read %d requests, want 4", got)
+	}
+}
+
+// TestAnswered500sDoNotEjectByDefault: both upstreams answer 500 to a path
+// a client chooses, many times in a row. With the default config (ejection
+// on, 500 not in retries.on) that is the upstream answering, not failing:
+// neither is ejected, and the other paths keep working.
+func TestAnswered500sDoNotEjectByDefault(t *testing.T) {
+	t.Parallel()
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	for _, up := range []*backend{a, b} {
+		up.setHandler(func(ctx *fasthttp.RequestCtx) {
+			if string(ctx.Path()) == "/bad" {
+				ctx.SetStatusCode(500)
+				return
+			}
+			answer(ctx, up.id)
+		})
+	}
+	g := startGateway(t, yamlf(`
+tenants:
+  - name: api
+    path_prefix: /
+    upstreams: [{url: %q}, {url: %q}]
+`, a.url(), b.url()))
+	c := newClient(t, g)
+	for i := range 20 {
+		if r := c.get("/bad"); r.status != 500 {
+			t.Fatalf("GET /bad %d: %v, want the upstream's 500", i, r)
+		}
+	}
+	for _, up := range []*backend{a, b} {
+		if u := c.upstream(t, "api", up.url()); u.Ejected || !u.Available || u.PassiveFailures != 0 {
+			t.Errorf("%s after 10 answered 500s in a row: %+v, want available with no passive failures", up.id, u)
+		}
+	}
+	seen := map[string]bool{}
+	for range 4 {
+		seen[c.get("/ok").from()] = true
+	}
+	if !seen["a"] || !seen["b"] {
+		t.Errorf("after the 500s, GET /ok reached %v, want both upstreams", seen)
+	}
+}
+
+// TestFullPoolFailsOverToAnotherUpstream fills the gateway's only
+// connection to one upstream: a request picked for it finds no free
+// connection within max_conn_wait, nothing was sent, and it goes to the
+// other upstream, with retries off.
+func TestFullPoolFailsOverToAnotherUpstream(t *testing.T) {
+	t.Parallel()
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	gt := newGate(t)
+	a.setHandler(func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/held" {
+			<-gt.ch
+		}
+		answer(ctx, "a")
+	})
+	g := startGateway(t, yamlf(`
+tenants:
+  - name: api
+    path_prefix: /
+    upstreams: [{url: %q}, {url: %q}]
+    pool: {max_conns: 1, max_conn_wait: 20ms}
+    retries: {attempts: 0}
+`, a.url(), b.url()))
+	c := newClient(t, g)
+	// The first pick is a: the held request takes its only connection.
+	held := c.background("GET", "/held")
+	eventually(t, 10*time.Second, "the held request to reach a", func() bool { return a.requests.Load() == 1 })
+	// Round robin picks a for every other request: each of those waits
+	// 20ms for a connection, then goes to b.
+	for i := range 6 {
+		if r := c.get("/x"); r.from() != "b" {
+			t.Fatalf("GET %d with a's only connection held: %v, want b", i, r)
+		}
+	}
+	if n := a.requests.Load(); n != 1 {
+		t.Errorf("a got %d requests, want only the held one", n)
+	}
+	if u := c.upstream(t, "api", a.url()); u.Ejected || u.PassiveFailures != 0 {
+		t.Errorf("a after its pool was full: %+v, want no failure held against it", u)
+	}
+	gt.open()
+	if r := <-held; r.from() != "a" {
+		t.Errorf("held request: %v", r)
 	}
 }
