@@ -166,10 +166,11 @@ func classifyErr(err error, resp *fasthttp.Response) failure {
 			return failStaleUnsent
 		}
 		return failStale
-	case errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF):
+	case errors.Is(err, fasthttp.ErrConnectionClosed):
 		// Closed before the first byte of the answer: fasthttp reports
-		// any error on that byte so. On a reused connection, the
-		// upstream closed it while the request was on its way.
+		// any error on that byte so (and only on that byte). On a reused
+		// connection, the upstream closed it while the request was on
+		// its way.
 		if _, reused := resp.RemoteAddr().(*reusedAddr); reused {
 			return failStale
 		}
@@ -400,11 +401,11 @@ func (u *upstream) noteKeepAlive(v []byte) {
 // the upstream closed: it may do that to an idle connection.
 //
 // Passive ejection counts a 5xx answer only when the tenant retries that
-// status (answered5xx false), as nginx's max_fails counts only what
+// status (unlisted5xx false), as nginx's max_fails counts only what
 // proxy_next_upstream treats as unsuccessful: ejection is on by default,
 // and a client that makes the upstream answer 500 on purpose must not take
 // the upstreams out one by one.
-func (u *upstream) report(tok breaker.Token, f failure, err error, answered5xx bool) {
+func (u *upstream) report(tok breaker.Token, f failure, err error, unlisted5xx bool) {
 	switch f {
 	case failNoConns, failStale, failStaleUnsent:
 		u.Breaker.Cancel(tok)
@@ -421,7 +422,7 @@ func (u *upstream) report(tok breaker.Token, f failure, err error, answered5xx b
 	}
 	ok := f == failNone || f == failTooLarge
 	u.Breaker.Done(tok, ok)
-	u.ReportResult(ok || answered5xx)
+	u.ReportResult(ok || unlisted5xx)
 }
 
 // defaultReplayBody is pool.replayBody when zero: fasthttp's read-ahead of
@@ -434,9 +435,8 @@ var replayBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // bufferBody reads a streamed request body of known size, up to limit (if
 // zero, defaultReplayBody), into the request, so that a retry can send it
-// again. The
-// server streams every request body (fasthttp reads ahead at most 8KiB of
-// it), and a stream can be sent once: without this, a PUT of a few bytes
+// again. The server streams every request body (fasthttp reads ahead at
+// most 8KiB of it), and a stream can be sent once: without this, a PUT of a few bytes
 // could never be retried after reaching an upstream. It reports false after
 // answering the client itself, when the body could not be read.
 func (p *pool) bufferBody(ctx *fasthttp.RequestCtx, rs *reqState, limit int) bool {
