@@ -289,6 +289,17 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 		if !p.preserveHost {
 			req.URI().SetHost(up.host)
 		}
+		if isHTTPS := string(req.URI().Scheme()) == "https"; isHTTPS != up.TLS {
+			// The URI carries the client's scheme, and HostClient refuses
+			// a request whose scheme is not its own (every request to an
+			// https:// upstream failed with 502 so). The scheme is not on
+			// the wire; X-Forwarded-Proto tells the client's.
+			if up.TLS {
+				req.URI().SetSchemeBytes(valueHTTPS)
+			} else {
+				req.URI().SetSchemeBytes(valueHTTP)
+			}
+		}
 
 		err := p.attempt(ctx, rs, up, up.client)
 		f := classify(err, &ctx.Response)
