@@ -75,10 +75,9 @@ type upConn struct {
 	// nanoseconds (upstream.keepAlive), 0 if none.
 	keepAlive *atomic.Int64
 	reused    reusedAddr
-	raw       syscall.RawConn // nil if the conn has none
-	peekFn    func(fd uintptr) bool
-	peekN     int
-	peekErr   error
+	raw       syscall.RawConn       // nil if the conn has none
+	peekFn    func(fd uintptr) bool // c.peek, bound once
+	peekErr   error                 // of the last peek
 	peekBuf   [1]byte
 
 	// answered is set by a Read that returned bytes: a response has been
@@ -167,7 +166,7 @@ func (c *upConn) closedByPeer() bool {
 	if c.raw == nil {
 		return false
 	}
-	c.peekN, c.peekErr = 0, nil
+	c.peekErr = nil
 	if err := c.raw.Read(c.peekFn); err != nil {
 		return true
 	}

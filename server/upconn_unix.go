@@ -11,6 +11,6 @@ const canPeek = true
 // peek is upConn.peekFn: one recv of a byte with MSG_PEEK|MSG_DONTWAIT, which
 // leaves any data in the socket and never blocks.
 func (c *upConn) peek(fd uintptr) bool {
-	c.peekN, _, c.peekErr = syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	_, _, c.peekErr = syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	return true
 }
