@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -113,11 +114,21 @@ type closingUpstream struct {
 // and closes without a byte of answer.
 func startClosingUpstream(t *testing.T, serve int, answerLast bool, extraHeaders string) *closingUpstream {
 	t.Helper()
+	return startClosingUpstreamTLS(t, serve, answerLast, extraHeaders, nil)
+}
+
+// startClosingUpstreamTLS is startClosingUpstream speaking TLS with cfg, or
+// plain HTTP if cfg is nil.
+func startClosingUpstreamTLS(t *testing.T, serve int, answerLast bool, extraHeaders string, cfg *tls.Config) *closingUpstream {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	u := &closingUpstream{addr: ln.Addr().String()}
+	if cfg != nil {
+		ln = tls.NewListener(ln, cfg)
+	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := map[net.Conn]struct{}{}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -126,10 +127,10 @@ func (e *dialError) Unwrap() error { return e.err }
 
 // dialer returns the pool's dial function: fasthttp's cached-DNS TCP dialer
 // bounded by the connect timeout (or the request's remaining time, if
-// shorter). Plain-TCP connections are wrapped in an upConn, which finds
-// keep-alive connections the upstream closed; TLS ones are not (the
-// handshake, run by fasthttp over the wrapped connection, would look like
-// a reused connection to it), and fail as before.
+// shorter). Connections are wrapped in an upConn, which finds keep-alive
+// connections the upstream closed. For an https:// upstream the dialer
+// sets up TLS itself, under the upConn (with the HostClient's TLSConfig),
+// so that the upConn sees requests and answers rather than the handshake.
 func dialer(connect time.Duration, up *upstream) fasthttp.DialFuncWithTimeout {
 	return func(addr string, timeout time.Duration) (net.Conn, error) {
 		if timeout <= 0 || timeout > connect {
@@ -140,9 +141,10 @@ func dialer(connect time.Duration, up *upstream) fasthttp.DialFuncWithTimeout {
 			return nil, &dialError{err}
 		}
 		if up.TLS {
-			return c, nil
+			tc := tls.Client(c, up.client.TLSConfig)
+			return &upTLSConn{upConn: newUpConn(tc, c, &up.keepAlive), tls: tc}, nil
 		}
-		return newUpConn(c, &up.keepAlive), nil
+		return newUpConn(c, c, &up.keepAlive), nil
 	}
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync/atomic"
@@ -17,12 +18,13 @@ import (
 // the cache). An upstream that closes each connection after its response,
 // or whose idle timeout is shorter than pool.idle_timeout, then fails the
 // next request on that connection before any answer. upConn wraps each
-// plain-TCP upstream connection so the proxy stage can tell that case from
-// a real failure, and avoid most of it:
+// upstream connection (above TLS, for https:// upstreams) so the proxy
+// stage can tell that case from a real failure, and avoid most of it:
 //
 //   - before the first byte of a request on a reused connection it peeks
-//     at the socket (one non-blocking recv); a connection the upstream
-//     closed, or one idle past the timeout the upstream announced in
+//     at the TCP socket (one non-blocking recv); a connection the upstream
+//     closed (or sent anything on, a TLS close_notify say), or one idle
+//     past the timeout the upstream announced in
 //     Keep-Alive: timeout=N, fails the write with errStaleConn: nothing was
 //     sent, so any request may go again;
 //   - a reused connection that breaks before the first response byte says
@@ -68,7 +70,7 @@ func nanotime() int64 { return int64(time.Since(clockBase)) }
 // not the connection's first. It is allocated with the connection.
 type reusedAddr struct{ net.Addr }
 
-// upConn is a plain-TCP connection to an upstream, as its HostClient sees it.
+// upConn is a connection to an upstream, as its HostClient sees it.
 type upConn struct {
 	net.Conn
 	// keepAlive is the upstream's announced keep-alive timeout in
@@ -94,9 +96,11 @@ type upConn struct {
 	lastRead int64
 }
 
-func newUpConn(c net.Conn, keepAlive *atomic.Int64) *upConn {
+// newUpConn wraps c, whose transport is tcp (c itself, or the TCP
+// connection under c's TLS).
+func newUpConn(c, tcp net.Conn, keepAlive *atomic.Int64) *upConn {
 	u := &upConn{Conn: c, keepAlive: keepAlive, reused: reusedAddr{c.RemoteAddr()}}
-	if sc, ok := c.(syscall.Conn); ok && canPeek {
+	if sc, ok := tcp.(syscall.Conn); ok && canPeek {
 		if raw, err := sc.SyscallConn(); err == nil {
 			u.raw = raw
 			u.peekFn = u.peek // bound once: RawConn.Read then allocates nothing
@@ -104,6 +108,17 @@ func newUpConn(c net.Conn, keepAlive *atomic.Int64) *upConn {
 	}
 	return u
 }
+
+// upTLSConn is an upConn over TLS. Its Handshake method tells fasthttp that
+// the connection speaks TLS already (dialAddr looks for it), so that it does
+// not wrap it in TLS again; the handshake runs, as fasthttp's would, on the
+// first write, under the request's deadline.
+type upTLSConn struct {
+	*upConn
+	tls *tls.Conn
+}
+
+func (c *upTLSConn) Handshake() error { return c.tls.Handshake() }
 
 // RemoteAddr reports the upstream's address; as a *reusedAddr when the
 // request about to be sent is not the connection's first. fasthttp asks
