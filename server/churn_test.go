@@ -417,3 +417,35 @@ tenants:
 		t.Errorf("held request: %v", r)
 	}
 }
+
+// TestEveryUpstreamDeadTriesEachOnce: with every upstream refusing, the free
+// failover tries each once and stops; retries (one by default, from the
+// budget) come on top, and the client gets the gateway's 502.
+func TestEveryUpstreamDeadTriesEachOnce(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, retries string
+		attempts      int
+	}{
+		{"retries off", "{attempts: 0}", 3},
+		{"one retry", "{attempts: 1}", 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			g := startGateway(t, yamlf(`
+tenants:
+  - name: api
+    path_prefix: /
+    upstreams: [{url: %q}, {url: %q}, {url: %q}]
+    outlier_detection: {consecutive_failures: 0}
+    retries: %s
+`, deadURL(t), deadURL(t), deadURL(t), tc.retries))
+			c := newClient(t, g)
+			r := c.do("GET", "/x", nil, "X-Request-ID", "all-dead")
+			wantError(t, r, 502, "upstream_connect_failed")
+			if n := attemptsOf(t, g, "all-dead"); n != tc.attempts {
+				t.Errorf("%d attempts, want %d", n, tc.attempts)
+			}
+		})
+	}
+}
