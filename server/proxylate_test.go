@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -85,10 +86,20 @@ tenants:
     script: late.lua
 `, "scripts/late.lua", lateProxyLua)
 	c := newClient(t, g)
-	// Closed ports: each request gets a 502, but makes a pool.
+	// Closed ports, distinct (all held open until every one is chosen):
+	// each request gets a 502, but makes a pool.
 	ports := make([]string, maxLateProxyPools+1)
+	var held []net.Listener
 	for i := range ports {
-		_, ports[i], _ = strings.Cut(deadURL(t), "127.0.0.1:")
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, ln)
+		_, ports[i], _ = strings.Cut(ln.Addr().String(), "127.0.0.1:")
+	}
+	for _, ln := range held {
+		ln.Close()
 	}
 	for _, port := range ports[:maxLateProxyPools] {
 		if r := c.get("/to/" + port); r.status != 502 {
