@@ -432,6 +432,7 @@ func TestEveryUpstreamDeadTriesEachOnce(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			dead := deadURLs(t, 3)
 			g := startGateway(t, yamlf(`
 tenants:
   - name: api
@@ -439,7 +440,7 @@ tenants:
     upstreams: [{url: %q}, {url: %q}, {url: %q}]
     outlier_detection: {consecutive_failures: 0}
     retries: %s
-`, deadURL(t), deadURL(t), deadURL(t), tc.retries))
+`, dead[0], dead[1], dead[2], tc.retries))
 			c := newClient(t, g)
 			r := c.do("GET", "/x", nil, "X-Request-ID", "all-dead")
 			wantError(t, r, 502, "upstream_connect_failed")
@@ -448,4 +449,24 @@ tenants:
 			}
 		})
 	}
+}
+
+// deadURLs returns the URLs of n distinct loopback ports nothing listens
+// on: all are held open until every one is chosen (deadURL, called n
+// times, may hand out a port twice).
+func deadURLs(t *testing.T, n int) []string {
+	t.Helper()
+	urls := make([]string, n)
+	lns := make([]net.Listener, n)
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i], urls[i] = ln, "http://"+ln.Addr().String()
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return urls
 }

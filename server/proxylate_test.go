@@ -1,7 +1,6 @@
 package server
 
 import (
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,20 +85,10 @@ tenants:
     script: late.lua
 `, "scripts/late.lua", lateProxyLua)
 	c := newClient(t, g)
-	// Closed ports, distinct (all held open until every one is chosen):
-	// each request gets a 502, but makes a pool.
-	ports := make([]string, maxLateProxyPools+1)
-	var held []net.Listener
-	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, ln)
-		_, ports[i], _ = strings.Cut(ln.Addr().String(), "127.0.0.1:")
-	}
-	for _, ln := range held {
-		ln.Close()
+	// Closed ports: each request gets a 502, but makes a pool.
+	ports := deadURLs(t, maxLateProxyPools+1)
+	for i, u := range ports {
+		_, ports[i], _ = strings.Cut(u, "127.0.0.1:")
 	}
 	for _, port := range ports[:maxLateProxyPools] {
 		if r := c.get("/to/" + port); r.status != 502 {
