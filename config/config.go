@@ -245,8 +245,10 @@ type Tenant struct {
 	// is considered healthy unless passive checks eject it.
 	HealthCheck *HealthCheck `yaml:"health_check"`
 
-	// OutlierDetection enables passive health checks from real traffic.
-	// Nil: none.
+	// OutlierDetection configures passive health checks from real
+	// traffic. Nil: none. Default: on with its defaults for a tenant with
+	// two or more upstreams (Load sets it), none for a single upstream;
+	// consecutive_failures 0 turns it off.
 	OutlierDetection *OutlierDetection `yaml:"outlier_detection"`
 
 	// CircuitBreaker enables a breaker per upstream. Nil: none.
@@ -326,12 +328,13 @@ type HealthCheck struct {
 // OutlierDetection configures passive health checks: ejecting an upstream
 // that fails real traffic.
 type OutlierDetection struct {
-	// ConsecutiveFailures connect errors, timeouts or 5xx answers in a row
-	// eject the upstream. Default 5.
+	// ConsecutiveFailures connect errors, timeouts, broken connections or
+	// 5xx answers of a status listed in retries.on, in a row, eject the
+	// upstream. 0 turns passive ejection off. Default 3.
 	ConsecutiveFailures int `yaml:"consecutive_failures"`
 
 	// Backoff is how long the first ejection lasts; each further
-	// consecutive ejection doubles it. Default 30s.
+	// consecutive ejection doubles it. Default 10s.
 	Backoff Duration `yaml:"backoff"`
 
 	// MaxBackoff caps the doubled ejection time. Default 5m.

@@ -141,8 +141,8 @@ tenants:
 		{"health_check.healthy_threshold is 2", tn.HealthCheck.HealthyThreshold, 2},
 		{"health_check.unhealthy_threshold is 3", tn.HealthCheck.UnhealthyThreshold, 3},
 		{"health_check.expected_status is 200-399", tn.HealthCheck.ExpectedStatus, status200to399},
-		{"outlier_detection.consecutive_failures is 5", tn.OutlierDetection.ConsecutiveFailures, 5},
-		{"outlier_detection.backoff is 30s", tn.OutlierDetection.Backoff.D(), 30 * time.Second},
+		{"outlier_detection.consecutive_failures is 3", tn.OutlierDetection.ConsecutiveFailures, 3},
+		{"outlier_detection.backoff is 10s", tn.OutlierDetection.Backoff.D(), 10 * time.Second},
 		{"outlier_detection.max_backoff is 5m", tn.OutlierDetection.MaxBackoff.D(), 5 * time.Minute},
 		{"circuit_breaker.failure_threshold is 5", tn.CircuitBreaker.FailureThreshold, 5},
 		{"circuit_breaker.failure_ratio is 0.5", tn.CircuitBreaker.FailureRatio, 0.5},
@@ -170,6 +170,41 @@ func TestOptionalBlocksAreNilWhenAbsent(t *testing.T) {
 	if tn.HealthCheck != nil || tn.OutlierDetection != nil || tn.CircuitBreaker != nil {
 		t.Errorf("got health_check %v, outlier_detection %v, circuit_breaker %v; want all nil",
 			tn.HealthCheck, tn.OutlierDetection, tn.CircuitBreaker)
+	}
+}
+
+// TestOutlierDetectionIsOnByDefaultWithTwoUpstreams: a tenant with two or
+// more upstreams that does not write outlier_detection gets it with its
+// defaults, a tenant with one does not, and consecutive_failures: 0 turns
+// it off.
+func TestOutlierDetectionIsOnByDefaultWithTwoUpstreams(t *testing.T) {
+	t.Parallel()
+	c := mustParse(t, `
+tenants:
+  - {name: two, path_prefix: /two, upstreams: [{url: "http://a:1"}, {url: "http://b:1"}]}
+  - {name: one, path_prefix: /one, upstreams: [{url: "http://a:1"}]}
+  - name: off
+    path_prefix: /off
+    upstreams: [{url: "http://a:1"}, {url: "http://b:1"}]
+    outlier_detection: {consecutive_failures: 0}
+  - name: written
+    path_prefix: /written
+    upstreams: [{url: "http://a:1"}]
+    outlier_detection: {backoff: 1m}
+`)
+	want := config.OutlierDetection{ConsecutiveFailures: 3, Backoff: config.Duration(10 * time.Second), MaxBackoff: config.Duration(5 * time.Minute)}
+	if od := c.TenantByName("two").OutlierDetection; od == nil || *od != want {
+		t.Errorf("two upstreams, nothing written: got %+v, want %+v", od, want)
+	}
+	if od := c.TenantByName("one").OutlierDetection; od != nil {
+		t.Errorf("one upstream, nothing written: got %+v, want none", od)
+	}
+	if od := c.TenantByName("off").OutlierDetection; od == nil || od.ConsecutiveFailures != 0 {
+		t.Errorf("consecutive_failures: 0: got %+v, want it kept as written (off)", od)
+	}
+	want.Backoff = config.Duration(time.Minute)
+	if od := c.TenantByName("written").OutlierDetection; od == nil || *od != want {
+		t.Errorf("one upstream, written: got %+v, want %+v", od, want)
 	}
 }
 
@@ -653,9 +688,9 @@ func TestErrors(t *testing.T) {
 			`x.yaml:2:104: tenants[0].health_check.timeout: expected less than interval (3m0s), got 3m0s`}},
 
 		// outlier_detection and circuit_breaker.
-		{"a bad outlier detection", "tenants:\n  - {name: t, path_prefix: /t, upstreams: [{url: \"http://a:1\"}], outlier_detection: {consecutive_failures: 0, backoff: 1m, max_backoff: 30s}}\n", []string{
-			`x.yaml:2:108: tenants[0].outlier_detection.consecutive_failures: expected at least 1, got 0`,
-			`x.yaml:2:137: tenants[0].outlier_detection.max_backoff: expected at least backoff (1m0s), got 30s`}},
+		{"a bad outlier detection", "tenants:\n  - {name: t, path_prefix: /t, upstreams: [{url: \"http://a:1\"}], outlier_detection: {consecutive_failures: -1, backoff: 1m, max_backoff: 30s}}\n", []string{
+			`x.yaml:2:108: tenants[0].outlier_detection.consecutive_failures: expected at least 0, got -1`,
+			`x.yaml:2:138: tenants[0].outlier_detection.max_backoff: expected at least backoff (1m0s), got 30s`}},
 		{"a bad circuit breaker", `tenants:
   - name: t
     path_prefix: /t

@@ -56,13 +56,25 @@ func defaultConfig() Config {
 }
 
 // finishDefaults fills the defaults that depend on other values: the Lua
-// pool is sized from GOMAXPROCS unless set, and MaxVMs from the pool.
+// pool is sized from GOMAXPROCS unless set, MaxVMs from the pool, and a
+// tenant's outlier detection from its number of upstreams.
 func finishDefaults(c *Config, set func(path string) bool) {
 	if !set("lua.pool_size") {
 		c.Lua.PoolSize = runtime.GOMAXPROCS(0)
 	}
 	if !set("lua.max_vms") {
 		c.Lua.MaxVMs = max(4*c.Lua.PoolSize, 64)
+	}
+	// Passive ejection is on by default where it can help: with two or
+	// more upstreams, a dead one leaves rotation after a few failures
+	// (nginx ejects after one, max_fails=1, for fail_timeout=10s). A
+	// single upstream is left alone, as nginx ignores max_fails for a
+	// group of one: ejecting it would only turn its errors into 503s.
+	for i := range c.Tenants {
+		if t := &c.Tenants[i]; t.OutlierDetection == nil && len(t.Upstreams) >= 2 {
+			od := defaultOutlierDetection()
+			t.OutlierDetection = &od
+		}
 	}
 }
 
@@ -102,8 +114,8 @@ func defaultHealthCheck() HealthCheck {
 
 func defaultOutlierDetection() OutlierDetection {
 	return OutlierDetection{
-		ConsecutiveFailures: 5,
-		Backoff:             Duration(30 * time.Second),
+		ConsecutiveFailures: 3,
+		Backoff:             Duration(10 * time.Second),
 		MaxBackoff:          Duration(5 * time.Minute),
 	}
 }

@@ -380,7 +380,7 @@ func validateTenant(c *Config, d *decoder, t *Tenant, tp string) (hosts []string
 	}
 	if o := t.OutlierDetection; o != nil {
 		p := tp + ".outlier_detection"
-		between(d, p+".consecutive_failures", o.ConsecutiveFailures, 1, math.MaxInt32)
+		between(d, p+".consecutive_failures", o.ConsecutiveFailures, 0, math.MaxInt32)
 		positive(d, p+".backoff", o.Backoff)
 		positive(d, p+".max_backoff", o.MaxBackoff)
 		if o.Backoff > 0 && o.MaxBackoff > 0 && o.MaxBackoff < o.Backoff {

@@ -71,3 +71,25 @@ func TestLuaRoutesStayWithinTheirAllocationBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyOverTCPDoesNotAllocate holds the proxy path over a real loopback
+// connection, through upConn and its check before each reuse, to 0
+// allocs/op.
+func TestProxyOverTCPDoesNotAllocate(t *testing.T) {
+	s := newTCPBenchServer(t, false)
+	ctx, tmpl := newBenchCtx()
+	for range 100 {
+		benchRequest(ctx, tmpl)
+		s.handle(ctx)
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		benchRequest(ctx, tmpl)
+		s.handle(ctx)
+	})
+	if ctx.Response.StatusCode() != 200 {
+		t.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+	if allocs != 0 {
+		t.Errorf("proxy handler over TCP: %v allocs/op, want 0", allocs)
+	}
+}

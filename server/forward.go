@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -20,6 +21,16 @@ import (
 type upstream struct {
 	*balancer.Upstream
 	client *fasthttp.HostClient
+	// fresh is a second client to the same upstream that never reuses a
+	// connection (every request on it says Connection: close): the one
+	// retry of a request that met a keep-alive connection the upstream
+	// had closed goes through it, so it cannot meet another.
+	fresh *fasthttp.HostClient
+	// keepAlive is the idle timeout, in nanoseconds, the upstream last
+	// announced in a Keep-Alive: timeout=N response header; 0 if none.
+	// Written by the proxy stage after an answer that carries one (a Store
+	// only when it changed); read by upConn before it reuses a connection.
+	keepAlive atomic.Int64
 	// host is the Host header sent when the tenant does not preserve the
 	// client's.
 	host string
@@ -99,12 +110,25 @@ const (
 	failClosed              // the connection broke before a complete answer
 	failTooLarge            // the answer exceeded max_response_body
 	failStatus              // the upstream answered 5xx
+	// failStale: a reused keep-alive connection broke before the first
+	// byte of the answer; the upstream had most likely closed it while
+	// the request was on its way, but it may have been processed.
+	failStale
+	// failStaleUnsent: a reused keep-alive connection was found closed
+	// by the upstream (or idle past its announced timeout) before
+	// anything was written: nothing was sent.
+	failStaleUnsent
 )
 
 // sent reports whether the request may have reached the upstream.
 func (f failure) sent() bool {
-	return f != failConnect && f != failConnTimeout && f != failNoConns
+	return f != failConnect && f != failConnTimeout && f != failNoConns && f != failStaleUnsent
 }
+
+// stale reports a failure of a reused connection that says nothing about
+// the upstream's health: it closed an idle connection, as HTTP/1.1 lets it
+// (RFC 9112 section 9.8), and a fresh connection is likely to work.
+func (f failure) stale() bool { return f == failStale || f == failStaleUnsent }
 
 // dialError marks an error from establishing the upstream connection, so the
 // proxy can tell "nothing was sent" from failures after the request left.
@@ -115,8 +139,11 @@ func (e *dialError) Unwrap() error { return e.err }
 
 // dialer returns the pool's dial function: fasthttp's cached-DNS TCP dialer
 // bounded by the connect timeout (or the request's remaining time, if
-// shorter).
-func dialer(connect time.Duration) fasthttp.DialFuncWithTimeout {
+// shorter). Connections are wrapped in an upConn, which finds keep-alive
+// connections the upstream closed. For an https:// upstream the dialer
+// sets up TLS itself, under the upConn (with the HostClient's TLSConfig),
+// so that the upConn sees requests and answers rather than the handshake.
+func dialer(connect time.Duration, up *upstream) fasthttp.DialFuncWithTimeout {
 	return func(addr string, timeout time.Duration) (net.Conn, error) {
 		if timeout <= 0 || timeout > connect {
 			timeout = connect
@@ -125,22 +152,43 @@ func dialer(connect time.Duration) fasthttp.DialFuncWithTimeout {
 		if err != nil {
 			return nil, &dialError{err}
 		}
-		return c, nil
+		if up.TLS {
+			tc := tls.Client(c, up.client.TLSConfig)
+			return &upTLSConn{upConn: newUpConn(tc, c, &up.keepAlive), tls: tc}, nil
+		}
+		return newUpConn(c, c, &up.keepAlive), nil
 	}
 }
 
-func classify(err error) failure {
+// classify says how an attempt ended that returned err with resp.
+func classify(err error, resp *fasthttp.Response) failure {
 	if err == nil {
 		// Before any errors.As target is declared: its address escapes,
 		// and the success path must not allocate.
 		return failNone
 	}
-	return classifyErr(err)
+	return classifyErr(err, resp)
 }
 
-func classifyErr(err error) failure {
+func classifyErr(err error, resp *fasthttp.Response) failure {
 	var de *dialError
 	switch {
+	case errors.Is(err, errStaleConn):
+		return failStaleUnsent
+	case errors.As(err, new(*staleWriteError)):
+		if errors.Is(err, errNothingWritten) {
+			return failStaleUnsent
+		}
+		return failStale
+	case errors.Is(err, fasthttp.ErrConnectionClosed):
+		// Closed before the first byte of the answer: fasthttp reports
+		// any error on that byte so (and only on that byte). On a reused
+		// connection, the upstream closed it while the request was on
+		// its way.
+		if _, reused := resp.RemoteAddr().(*reusedAddr); reused {
+			return failStale
+		}
+		return failClosed
 	case errors.As(err, &de):
 		if errors.Is(err, fasthttp.ErrDialTimeout) || isTimeout(err) {
 			return failConnTimeout
@@ -199,8 +247,19 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 	p.prepare(ctx, rs)
 
 	idempotent := isIdempotent(&req.Header)
-	if idempotent && p.retry.resends() && req.IsBodyStream() && !p.bufferBody(ctx, rs) {
-		return
+	if req.IsBodyStream() {
+		// A body held in memory can be sent again. Up to replayBody when
+		// the retry policy may resend the request; otherwise up to
+		// fasthttp's read-ahead, which holds it already, so that a
+		// request of any method that met a keep-alive connection the
+		// upstream had closed can go again on a new one.
+		limit := defaultReplayBody
+		if idempotent && p.retry.resends() {
+			limit = p.replayBody
+		}
+		if !p.bufferBody(ctx, rs, limit) {
+			return
+		}
 	}
 	streamed := req.IsBodyStream()
 	if p.retry.attempts > 0 {
@@ -209,9 +268,15 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 
 	var tried balancer.Set
 	retries := 0
-	rejected := 0 // picks refused by an open or busy breaker
+	failovers := 0 // free moves to an untried upstream after nothing was sent
+	rejected := 0  // picks refused by an open or busy breaker
+	next := -1     // the upstream a free failover picked
 	for {
-		i := p.picker.Pick(tried)
+		i := next
+		next = -1
+		if i < 0 {
+			i = p.picker.Pick(tried)
+		}
 		if i < 0 && tried != 0 {
 			// Every available upstream was tried: retry one of them
 			// rather than give up while the budget allows it.
@@ -235,14 +300,20 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 			continue
 		}
 		rs.upstream = up
-		rs.attempts++
 		p.address(req, up)
 
-		up.dropStaleConns()
-		up.Acquire()
-		// DoTimeout reads the clock once; DoDeadline would read it twice.
-		err := up.client.DoTimeout(req, &ctx.Response, p.timeout)
-		up.Release()
+		err := p.attempt(ctx, rs, up, up.client)
+		f := classify(err, &ctx.Response)
+		if f.stale() && !rs.body.clientFault() && !streamed && (idempotent || !f.sent()) {
+			// The upstream closed the keep-alive connection the attempt
+			// met (issue 8: 80 of 200 GETs failed this way). Once, on a
+			// new connection to the same upstream, under the same
+			// breaker admission and outside the retry budget: it is the
+			// connection that failed, not the upstream. A POST goes
+			// again only if nothing of it was written.
+			err = p.attempt(ctx, rs, up, up.fresh)
+			f = classify(err, &ctx.Response)
+		}
 
 		if rs.body.clientFault() {
 			// The client's body passed max_request_body, was malformed
@@ -254,15 +325,31 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 			up.Breaker.Cancel(tok)
 			break
 		}
-		f := classify(err)
-		if f == failNone && ctx.Response.StatusCode() >= 500 {
+		status := ctx.Response.StatusCode()
+		if f == failNone && status >= 500 {
 			f = failStatus
 		}
-		up.report(tok, f, err)
+		up.report(tok, f, err, f == failStatus && !p.retry.statuses.has(status))
 		if f == failNone {
+			if ka := ctx.Response.Header.Peek(fasthttp.HeaderKeepAlive); len(ka) > 0 {
+				up.noteKeepAlive(ka)
+			}
 			break
 		}
-		if retries < p.retry.attempts && p.retry.allows(f, ctx.Response.StatusCode(), idempotent, streamed) &&
+		if !f.sent() && (!streamed || f != failStaleUnsent) && failovers < len(p.ups)-1 {
+			// Nothing reached the upstream: another one that the
+			// request has not tried takes it, whatever the method and
+			// without spending the retry budget or retries.attempts
+			// (nginx's proxy_next_upstream tries each server once).
+			// Bounded by the pool: at most one move per upstream.
+			if j := p.picker.Pick(tried); j >= 0 {
+				failovers++
+				next = j
+				ctx.Response.Reset()
+				continue
+			}
+		}
+		if retries < p.retry.attempts && p.retry.allows(f, status, idempotent, streamed) &&
 			p.budget.withdraw(rs.start) {
 			retries++
 			ctx.Response.Reset()
@@ -298,6 +385,39 @@ func (p *pool) address(req *fasthttp.Request, up *upstream) {
 	}
 }
 
+// attempt sends the request to up through client (up.client, or up.fresh
+// for a new connection) and leaves the answer in ctx.Response.
+func (p *pool) attempt(ctx *fasthttp.RequestCtx, rs *reqState, up *upstream, client *fasthttp.HostClient) error {
+	req := &ctx.Request
+	rs.attempts++
+	fresh := client == up.fresh
+	if fresh {
+		// The fresh client's connections serve one request each: the
+		// request says so, and fasthttp closes the connection after it.
+		req.SetConnectionClose()
+	} else {
+		up.dropStaleConns()
+	}
+	up.Acquire()
+	// DoTimeout reads the clock once; DoDeadline would read it twice.
+	err := client.DoTimeout(req, &ctx.Response, p.timeout)
+	up.Release()
+	if fresh {
+		// prepare removed the client's Connection header; the server
+		// reads the client's wish from clientClose, not from here.
+		req.Header.ResetConnectionClose()
+	}
+	return err
+}
+
+// noteKeepAlive records the idle timeout the upstream announced in a
+// Keep-Alive header value, so that no connection is reused past it.
+func (u *upstream) noteKeepAlive(v []byte) {
+	if d := parseKeepAliveTimeout(v); d > 0 && u.keepAlive.Load() != d {
+		u.keepAlive.Store(d)
+	}
+}
+
 // report tells the upstream's breaker and passive health check how an
 // attempt that ended in f (with err) went. They judge the upstream, so only
 // what the upstream did counts: connect errors, timeouts, broken
@@ -306,10 +426,17 @@ func (p *pool) address(req *fasthttp.Request, up *upstream) {
 // upstream answered). The gateway's own pool exhaustion says nothing about
 // the upstream: the admission is handed back (Breaker.Cancel), which
 // matters for a half-open probe, whose slot would otherwise stay taken and
-// keep the breaker rejecting every request.
-func (u *upstream) report(tok breaker.Token, f failure, err error) {
+// keep the breaker rejecting every request. So is a keep-alive connection
+// the upstream closed: it may do that to an idle connection.
+//
+// Passive ejection counts a 5xx answer only when the tenant retries that
+// status (unlisted5xx false), as nginx's max_fails counts only what
+// proxy_next_upstream treats as unsuccessful: ejection is on by default,
+// and a client that makes the upstream answer 500 on purpose must not take
+// the upstreams out one by one.
+func (u *upstream) report(tok breaker.Token, f failure, err error, unlisted5xx bool) {
 	switch f {
-	case failNoConns:
+	case failNoConns, failStale, failStaleUnsent:
 		u.Breaker.Cancel(tok)
 		return
 	case failConnect:
@@ -324,7 +451,7 @@ func (u *upstream) report(tok breaker.Token, f failure, err error) {
 	}
 	ok := f == failNone || f == failTooLarge
 	u.Breaker.Done(tok, ok)
-	u.ReportResult(ok)
+	u.ReportResult(ok || unlisted5xx)
 }
 
 // defaultReplayBody is pool.replayBody when zero: fasthttp's read-ahead of
@@ -335,16 +462,15 @@ const defaultReplayBody = 8 << 10
 // stream of small PUTs does not allocate one per request.
 var replayBufs = sync.Pool{New: func() any { return new([]byte) }}
 
-// bufferBody reads a streamed request body of known size, up to
-// p.replayBody, into the request, so that a retry can send it again. The
-// server streams every request body (fasthttp reads ahead at most 8KiB of
-// it), and a stream can be sent once: without this, a PUT of a few bytes
+// bufferBody reads a streamed request body of known size, up to limit (if
+// zero, defaultReplayBody), into the request, so that a retry can send it
+// again. The server streams every request body (fasthttp reads ahead at
+// most 8KiB of it), and a stream can be sent once: without this, a PUT of a few bytes
 // could never be retried after reaching an upstream. It reports false after
 // answering the client itself, when the body could not be read.
-func (p *pool) bufferBody(ctx *fasthttp.RequestCtx, rs *reqState) bool {
+func (p *pool) bufferBody(ctx *fasthttp.RequestCtx, rs *reqState, limit int) bool {
 	req := &ctx.Request
 	n := req.Header.ContentLength()
-	limit := p.replayBody
 	if limit <= 0 {
 		limit = defaultReplayBody
 	}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/keystone-gateway/keystone/admin"
 	"github.com/keystone-gateway/keystone/balancer"
@@ -38,8 +39,83 @@ type snapshot struct {
 	maxHeaders     int
 
 	checkers []*balancer.Checker
-	// pools are every pool built for the snapshot, closed with it.
+	// pools are the tenants' pools, closed with the snapshot.
 	pools []*pool
+	// scriptPools are the pools keystone.Proxy("http://…") made for
+	// scripts, at load or at request time, closed with the snapshot.
+	scriptPools scriptPools
+}
+
+// maxLateProxyPools bounds the pools a snapshot makes for keystone.Proxy
+// URLs first seen at request time: each holds a connection pool, and a
+// script building URLs from requests would otherwise leak one per
+// distinct URL.
+const maxLateProxyPools = 64
+
+// scriptPools holds the pools of keystone.Proxy URL targets, one per
+// calling tenant and URL. Scripts call keystone.Proxy from request
+// goroutines too (a URL first seen inside a handler), so the map is behind
+// a mutex, taken once per VM and target: luavm keeps the handler it gets.
+type scriptPools struct {
+	mu     sync.Mutex
+	byKey  map[scriptPoolKey]*pool
+	late   int  // pools made after sealing
+	sealed bool // set when the snapshot's scripts are loaded
+	closed bool // set by snapshot.close: no pool is made after it
+}
+
+type scriptPoolKey struct{ tenant, url string }
+
+// get returns the pool for key, building it with build the first time.
+func (sp *scriptPools) get(key scriptPoolKey, build func() (*pool, error)) (*pool, error) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if p, ok := sp.byKey[key]; ok {
+		return p, nil
+	}
+	if sp.closed {
+		return nil, errors.New("the gateway is shutting down")
+	}
+	if sp.sealed && sp.late >= maxLateProxyPools {
+		return nil, fmt.Errorf("more than %d upstream URLs first seen at request time; call keystone.Proxy with each URL when the script loads", maxLateProxyPools)
+	}
+	p, err := build()
+	if err != nil {
+		return nil, err
+	}
+	if sp.byKey == nil {
+		sp.byKey = make(map[scriptPoolKey]*pool)
+	}
+	sp.byKey[key] = p
+	if sp.sealed {
+		sp.late++
+	}
+	return p, nil
+}
+
+// seal marks the end of script loading: later pools count toward
+// maxLateProxyPools.
+func (sp *scriptPools) seal() {
+	sp.mu.Lock()
+	sp.sealed = true
+	sp.mu.Unlock()
+}
+
+// count returns the number of pools made after sealing.
+func (sp *scriptPools) count() int {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return sp.late
+}
+
+// close closes the idle connections of every pool and refuses new ones.
+func (sp *scriptPools) close() {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	sp.closed = true
+	for _, p := range sp.byKey {
+		p.closeIdle()
+	}
 }
 
 // tenant is one tenant of a snapshot.
@@ -82,6 +158,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
 		}
+		snap.pools = append(snap.pools, p)
 		t := &tenant{cfg: tc, pool: p, serve: p.serve}
 		snap.tenants = append(snap.tenants, t)
 		snap.byName[tc.Name] = t
@@ -126,6 +203,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 	if len(scriptErrs) > 0 {
 		return nil, errors.Join(scriptErrs...)
 	}
+	snap.scriptPools.seal()
 	return snap, nil
 }
 
@@ -143,7 +221,6 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 		reqIDHeader:  snap.reqIDHeader,
 		replayBody:   int(snap.cfg.Server.StreamRequestBodyOver),
 	}
-	snap.pools = append(snap.pools, p)
 	if p.prefix != nil && string(p.prefix) == "/" {
 		p.prefix = nil
 	}
@@ -253,10 +330,11 @@ func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, 
 	// Admin and the access log name the upstream as configured, base path
 	// included. Set before the upstream is shared.
 	bu.URL = uc.URL
+	up := &upstream{Upstream: bu, host: u.Host, scheme: []byte(u.Scheme), basePath: base}
 	hc := &fasthttp.HostClient{
 		Addr:                     bu.Addr,
 		IsTLS:                    bu.TLS,
-		DialTimeout:              dialer(tc.Timeouts.Connect.D()),
+		DialTimeout:              dialer(tc.Timeouts.Connect.D(), up),
 		MaxConns:                 tc.Pool.MaxConns,
 		MaxIdleConnDuration:      tc.Pool.IdleTimeout.D(),
 		MaxConnWaitTimeout:       tc.Pool.MaxConnWait.D(),
@@ -274,7 +352,25 @@ func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, 
 	if bu.TLS {
 		hc.TLSConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
 	}
-	return &upstream{Upstream: bu, client: hc, host: u.Host, scheme: []byte(u.Scheme), basePath: base}, nil
+	up.client = hc
+	// The fresh client shares the settings; each request it sends asks
+	// for the connection to close after it, so it never pools one.
+	up.fresh = &fasthttp.HostClient{
+		Addr:                      hc.Addr,
+		IsTLS:                     hc.IsTLS,
+		TLSConfig:                 hc.TLSConfig,
+		DialTimeout:               hc.DialTimeout,
+		MaxConns:                  hc.MaxConns,
+		MaxIdleConnDuration:       hc.MaxIdleConnDuration,
+		MaxConnWaitTimeout:        hc.MaxConnWaitTimeout,
+		MaxResponseBodySize:       hc.MaxResponseBodySize,
+		StreamResponseBody:        hc.StreamResponseBody,
+		NoDefaultUserAgentHeader:  true,
+		MaxIdemponentCallAttempts: 1,
+		ReadBufferSize:            hc.ReadBufferSize,
+		SecureErrorLogMessage:     true,
+	}
+	return up, nil
 }
 
 func (s *Server) luaConfig(cfg *config.Config) luavm.Config {
@@ -307,11 +403,17 @@ func (snap *snapshot) close() {
 			t.script.Close()
 		}
 	}
-	// Tenant pools and those keystone.Proxy("http://…") made for scripts.
 	for _, p := range snap.pools {
-		for _, up := range p.ups {
-			up.client.CloseIdleConnections()
-		}
+		p.closeIdle()
+	}
+	snap.scriptPools.close()
+}
+
+// closeIdle closes the idle connections of the pool's upstreams.
+func (p *pool) closeIdle() {
+	for _, up := range p.ups {
+		up.client.CloseIdleConnections()
+		up.fresh.CloseIdleConnections()
 	}
 }
 
@@ -332,9 +434,12 @@ type scriptHost struct {
 	tenant *tenant
 }
 
-// ProxyHandler resolves keystone.Proxy(target) at script load: a tenant name
-// (its pool and policies), or an absolute upstream URL proxied with the
-// calling tenant's timeouts, pool sizes and policies.
+// ProxyHandler resolves keystone.Proxy(target): a tenant name (its pool and
+// policies), or an absolute upstream URL proxied with the calling tenant's
+// timeouts, pool sizes and policies. luavm calls it at script load, and
+// from request goroutines for a target first seen inside a handler: URL
+// pools are made once per tenant and URL under the snapshot's lock, and at
+// most maxLateProxyPools of them after load.
 func (h *scriptHost) ProxyHandler(target string) (fasthttp.RequestHandler, error) {
 	if target == "" {
 		target = h.tenant.cfg.Name
@@ -348,12 +453,16 @@ func (h *scriptHost) ProxyHandler(target string) (fasthttp.RequestHandler, error
 	if !strings.Contains(target, "://") {
 		return nil, fmt.Errorf("keystone.Proxy(%q): no tenant of that name, and not an upstream URL", target)
 	}
-	tc := *h.tenant.cfg
-	tc.Upstreams = []config.Upstream{{URL: target, Weight: 1}}
-	tc.Balancer = "round_robin"
-	tc.HealthCheck = nil
-	tc.StripPrefix = false
-	p, err := h.srv.newPool(h.snap, &tc)
+	p, err := h.snap.scriptPools.get(scriptPoolKey{h.tenant.cfg.Name, target}, func() (*pool, error) {
+		tc := *h.tenant.cfg
+		tc.Upstreams = []config.Upstream{{URL: target, Weight: 1}}
+		tc.Balancer = "round_robin"
+		tc.HealthCheck = nil
+		// One upstream: nowhere to eject it to (see config's default).
+		tc.OutlierDetection = nil
+		tc.StripPrefix = false
+		return h.srv.newPool(h.snap, &tc)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("keystone.Proxy(%q): %w", target, err)
 	}
