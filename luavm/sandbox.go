@@ -70,7 +70,7 @@ func (v *vm) openSandbox() {
 
 	L.SetGlobal("print", L.NewFunction(v.print))
 	L.SetGlobal("require", L.NewFunction(v.require))
-	v.openLimits(str, L.GetGlobal(lua.TabLibName).(*lua.LTable))
+	v.openLimits(g, str, L.GetGlobal(lua.TabLibName).(*lua.LTable))
 }
 
 // print logs its arguments, tab-separated as Lua's print, at debug level.

@@ -1,0 +1,81 @@
+package luavm
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPatternsMatchLua(t *testing.T) {
+	e := newEnv(t)
+	f := serveScript(t, loadTestdata(t, e, testConfig(nil), "patterns.lua", Options{}))
+	if r := f.do(t, "GET", "/run", nil, ""); r.status != 200 || r.body != "ok" {
+		t.Errorf("status %d, failures:\n%s", r.status, r.body)
+	}
+}
+
+// hostileTrim is one non-space byte, n spaces, one non-space byte: the
+// trim idiom "^%s*(.-)%s*$" tries every end of the run of spaces from
+// every start, about n*n/2 steps.
+func hostileTrim(n int) string { return "x" + strings.Repeat(" ", n) + "x" }
+
+// A builtin given hostile input stops at the deadline: the request answers
+// "script timeout", the VM is dropped, and the next request is served.
+func TestHostileBuiltinsStopAtTheDeadline(t *testing.T) {
+	e := newEnv(t)
+	logs := &logBuffer{}
+	cfg := testConfig(logs)
+	cfg.MaxExecution = 50 * time.Millisecond
+	s := loadTestdata(t, e, cfg, "patterns.lua", Options{})
+	f := serveScript(t, s)
+	tests := []struct {
+		name, path, body, want string
+	}{
+		// Unbounded, 200,000 spaces are ~2e10 matcher steps: minutes.
+		{"trim idiom over a long run of spaces", "/trim", hostileTrim(200_000), "script timeout"},
+		{"string.byte over a megabyte", "/bytes", strings.Repeat("a", 1<<20), "script error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := s.Stats()
+			start := time.Now()
+			r := f.do(t, "POST", tt.path, nil, tt.body)
+			elapsed := time.Since(start)
+			if r.status != 500 || errorBody(t, r.body)["error"] != tt.want {
+				t.Fatalf("status %d body %q, want 500 %q", r.status, r.body, tt.want)
+			}
+			// Not a timing assertion: a bound far above max_execution and
+			// far below the unbounded run.
+			if elapsed > 5*time.Second {
+				t.Errorf("answered after %v", elapsed)
+			}
+			if tt.want == "script timeout" && s.Stats().VMsDiscarded != before.VMsDiscarded+1 {
+				t.Errorf("the timed-out VM was not discarded")
+			}
+			if r := f.do(t, "POST", "/trim", nil, "  ok  "); r.status != 200 || r.body != "ok" {
+				t.Errorf("next request: %d %q", r.status, r.body)
+			}
+		})
+	}
+}
+
+// BenchmarkStringMatch bounds the cost of the deadline-polling matcher
+// on the trim idiom over a short header-sized value.
+func BenchmarkStringMatch(b *testing.B) {
+	s := benchScript(b, `
+local r = chi.NewRouter()
+local v = "   Bearer abcdef0123456789abcdef0123456789   "
+r:Get("/m", function(w, req)
+  local t = v:match("^%s*(.-)%s*$")
+  local k, val = ("key=value"):match("(%w+)=(%w+)")
+  w:Write(t)
+end)
+return r`)
+	ctx := newCtx("GET", "/m")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		ctx.Response.Reset()
+		s.Handler(ctx)
+	}
+}
