@@ -116,7 +116,7 @@ func (s *Script) fail(ctx *fasthttp.RequestCtx, err error) {
 		// Lua outside any deadline.
 		msg = aerr.Object.String()
 	}
-	e := errorAt(pos{file: s.prog.name}, msg)
+	e := errorAt(pos{file: s.prog.File()}, msg)
 	text := "script error"
 	if strings.HasSuffix(e.Msg, errTimeoutText) {
 		text = "script timeout"

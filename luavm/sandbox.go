@@ -1,8 +1,8 @@
 package luavm
 
 import (
-	"io/fs"
 	"log/slog"
+	"strings"
 
 	lua "github.com/yuin/gopher-lua"
 )
@@ -135,10 +135,12 @@ func (s *Script) module(path string) (*lua.FunctionProto, error) {
 		return m.proto, m.err
 	}
 	var m compiledModule
-	src, err := fs.ReadFile(s.prog.fsys, path)
-	if err != nil {
-		m.err = &Error{File: path, Msg: "cannot read module: " + unwrapPathError(err)}
-	} else if proto, cerr := compileChunk(src, path); cerr != nil {
+	file := s.prog.file(path)
+	src, rerr := readScript(s.prog.fsys, path, file, s.prog.maxSize)
+	if rerr != nil {
+		rerr.Msg = strings.Replace(rerr.Msg, "script", "module", 1)
+		m.err = rerr
+	} else if proto, cerr := compileChunk(src, file); cerr != nil {
 		m.err = cerr
 	} else {
 		m.proto = proto

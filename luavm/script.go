@@ -87,7 +87,11 @@ type Stats struct {
 
 // Load compiles name from fsys and loads it: see LoadProgram.
 func Load(cfg Config, fsys fs.FS, name string, opts Options) (*Script, error) {
-	prog, err := Compile(fsys, name)
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	prog, err := compile(fsys, name, opts.ScriptsDir, cfg.MaxScriptSize)
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +201,7 @@ func (s *Script) buildVM(first bool) (*vm, *flatTable, ErrorList) {
 }
 
 // endPos is the position load errors without a better one point at.
-func (s *Script) endPos() pos { return pos{file: s.prog.name, line: s.prog.lines} }
+func (s *Script) endPos() pos { return pos{file: s.prog.File(), line: s.prog.lines} }
 
 // newVM builds a VM after Load, when every pooled VM is busy.
 func (s *Script) newVM() (*vm, error) {
