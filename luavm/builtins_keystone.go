@@ -153,18 +153,22 @@ func (v *vm) logLua(L *lua.LState) int {
 			vals[ks] = val
 		})
 		slices.Sort(keys)
+		if len(keys) > maxLogFields {
+			attrs = append(attrs, slog.Int("fields_dropped", len(keys)-maxLogFields))
+			keys = keys[:maxLogFields]
+		}
 		for _, k := range keys {
-			attrs = append(attrs, luaAttr(k, vals[k]))
+			attrs = append(attrs, luaAttr(clipLog(k), vals[k]))
 		}
 	}
-	log.LogAttrs(context.Background(), level, msg, attrs...)
+	log.LogAttrs(context.Background(), level, clipLog(msg), attrs...)
 	return 0
 }
 
 func luaAttr(k string, val lua.LValue) slog.Attr {
 	switch x := val.(type) {
 	case lua.LString:
-		return slog.String(k, string(x))
+		return slog.String(k, clipLog(string(x)))
 	case lua.LBool:
 		return slog.Bool(k, bool(x))
 	case lua.LNumber:

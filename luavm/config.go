@@ -144,7 +144,8 @@ type Options struct {
 
 	// PathPrefix is the tenant's path prefix ("" or "/api"). The script's
 	// root router is mounted there, as chi's Mount would: with "/api",
-	// r:Get("/hello") matches "/api/hello" and r:Get("/") matches "/api".
+	// r:Get("/hello") matches "/api/hello" and r:Get("/") matches "/api"
+	// and "/api/".
 	PathPrefix string
 
 	// Host provides proxying and error responses. Required.

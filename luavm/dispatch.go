@@ -123,9 +123,9 @@ func (s *Script) fail(ctx *fasthttp.RequestCtx, err error) {
 	}
 	s.log.LogAttrs(context.Background(), slog.LevelError, text,
 		slog.String("request_id", s.requestID(ctx)),
-		slog.String("file", e.File),
+		slog.String("file", clipLog(e.File)),
 		slog.Int("line", e.Line),
-		slog.String("error", e.Msg),
+		slog.String("error", clipLog(e.Msg)),
 	)
 	ctx.Response.Reset()
 	s.host.WriteError(ctx, fasthttp.StatusInternalServerError, text)

@@ -118,3 +118,62 @@ func BenchmarkLoadMegabyteScript(b *testing.B) {
 		s.Close()
 	}
 }
+
+// TestSubrouterRootsAsChi routes the requests chi answers with a mounted
+// router's "/" route, and those it does not, as chi v5 does (Mount
+// registers pattern, pattern+"/" and pattern+"/*"; the mounted router sees
+// "/" for the first two).
+func TestSubrouterRootsAsChi(t *testing.T) {
+	e := newEnv(t)
+	f := serveScript(t, loadTestdata(t, e, testConfig(nil), "subroots.lua", Options{}))
+	tests := []struct {
+		method, path string
+		status       int
+		body         string
+	}{
+		{"GET", "/api", 200, "api root"},
+		{"GET", "/api/", 200, "api root"},
+		{"GET", "/api/x", 200, "api x"},
+		{"GET", "/api/x/", 404, ""},
+		{"POST", "/api/", 405, ""},
+		{"GET", "/files", 200, "files root"},
+		{"GET", "/files/", 200, "files root"},
+		{"GET", "/files/a/b", 200, "files rest"},
+		{"GET", "/only-rest", 200, "only rest"},
+		{"GET", "/only-rest/", 200, "only rest"},
+		{"GET", "/m", 200, "mounted root"},
+		{"GET", "/m/", 200, "mounted root"},
+		{"POST", "/m/", 200, "mounted root post"},
+		{"GET", "/m/y", 200, "mounted y"},
+		{"GET", "/a/b", 200, "ab root"},
+		{"GET", "/a/b/", 200, "ab root"},
+		{"GET", "/a", 404, ""},
+		{"GET", "/a/", 404, ""},
+		{"GET", "/users/7", 200, "user 7"},
+		{"GET", "/users/7/", 200, "user 7"},
+		{"GET", "/h", 200, "handler /h"},
+		{"GET", "/h/", 200, "handler /h/"},
+		{"GET", "/h/z", 200, "handler /h/z"},
+	}
+	for _, tt := range tests {
+		r := f.do(t, tt.method, tt.path, nil, "")
+		if r.status != tt.status || (tt.body != "" && r.body != tt.body) {
+			t.Errorf("%s %s = %d %q, want %d %q", tt.method, tt.path, r.status, r.body, tt.status, tt.body)
+		}
+	}
+}
+
+// The root router is mounted at the tenant's path prefix as chi's Mount
+// would: its "/" route answers the prefix with and without the slash.
+func TestPrefixRootAnswersWithTrailingSlash(t *testing.T) {
+	e := newEnv(t)
+	s := e.load(t, testConfig(nil), scriptFS(`local r = chi.NewRouter()
+r:Get("/", function(w, req) w:Write("root " .. req.Path) end)
+return r`), "main.lua", Options{PathPrefix: "/pre"})
+	f := serveScript(t, s)
+	for _, p := range []string{"/pre", "/pre/"} {
+		if r := f.do(t, "GET", p, nil, ""); r.status != 200 || r.body != "root "+p {
+			t.Errorf("GET %s = %d %q", p, r.status, r.body)
+		}
+	}
+}

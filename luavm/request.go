@@ -1,6 +1,7 @@
 package luavm
 
 import (
+	"bytes"
 	"io"
 
 	"github.com/valyala/fasthttp"
@@ -9,15 +10,15 @@ import (
 )
 
 // req is one userdata per VM, bound to the current request's ctx: no
-// userdata is allocated per request. Fields (req.Method, req.Host,
-// req.Path, req.RawQuery, req.RemoteAddr, req.Context) read like Go's
-// http.Request; everything else is a method (req:Header()). A field and a
-// method cannot share a name in Lua (req.Method is a string, so
-// req:Method() would call a string), so fields are the only form.
+// userdata is allocated per request. The members that are fields of Go's
+// http.Request are fields here too (req.Method, req.Host, req.URL.Path,
+// req.Header, req.ContentLength, ...), plus the shortcuts req.Path and
+// req.RawQuery; everything else is a method (req:Body()). req.Header is
+// also callable, so both Go's r.Header.Get and the older req:Header():Get
+// work.
 
 // requestExports are req's methods.
 var requestExports = map[string]lua.LGFunction{
-	"Header":      reqHeader,
 	"Query":       reqQuery,
 	"Body":        reqBody,
 	"SetBody":     reqSetBody,
@@ -54,11 +55,24 @@ func init() {
 
 func (v *vm) openRequest() {
 	L := v.L
-	// req's __index is its method table, so req:Header() is a plain table
-	// hit; only a miss (a field: req.Method) reaches the method table's own
-	// __index function. gopher-lua boxes the key for an __index function,
-	// one allocation that method calls thus avoid.
+	hmt := L.NewTypeMetatable("keystone.Header")
+	hmt.RawSetString("__index", L.SetFuncs(L.NewTable(), headerExports))
+	// req:Header() calls the header object with req: it returns itself.
+	hmt.RawSetString("__call", L.NewFunction(headerCall))
+	hmt.RawSetString("__metatable", lua.LString("keystone.Header"))
+	v.reqHeader = L.NewUserData()
+	v.reqHeader.Value = &headerObj{v: v}
+	v.reqHeader.Metatable = hmt
+	v.respHeader = L.NewUserData()
+	v.respHeader.Value = &headerObj{v: v, response: true}
+	v.respHeader.Metatable = hmt
+
+	// req's __index is its method table, so req:Body() and req.Header are
+	// plain table hits; only a miss (a field: req.Method) reaches the
+	// method table's own __index function. gopher-lua boxes the key for
+	// an __index function, one allocation that method calls thus avoid.
 	v.reqMethods = L.SetFuncs(L.NewTable(), requestExports)
+	v.reqMethods.RawSetString("Header", v.reqHeader)
 	fields := L.NewTable()
 	fields.RawSetString("__index", L.NewFunction(v.reqField))
 	v.reqMethods.Metatable = fields
@@ -69,15 +83,21 @@ func (v *vm) openRequest() {
 	v.req.Value = v
 	v.req.Metatable = mt
 
-	hmt := L.NewTypeMetatable("keystone.Header")
-	hmt.RawSetString("__index", L.SetFuncs(L.NewTable(), headerExports))
-	hmt.RawSetString("__metatable", lua.LString("keystone.Header"))
-	v.reqHeader = L.NewUserData()
-	v.reqHeader.Value = &headerObj{v: v}
-	v.reqHeader.Metatable = hmt
-	v.respHeader = L.NewUserData()
-	v.respHeader.Value = &headerObj{v: v, response: true}
-	v.respHeader.Metatable = hmt
+	umt := L.NewTable()
+	umt.RawSetString("__index", L.NewFunction(v.urlField))
+	umt.RawSetString("__tostring", L.NewFunction(func(L *lua.LState) int {
+		L.Push(lua.LString(v.requestCtx(L).URI().RequestURI()))
+		return 1
+	}))
+	umt.RawSetString("__metatable", lua.LString("keystone.URL"))
+	v.reqURL = L.NewUserData()
+	v.reqURL.Metatable = umt
+}
+
+// headerCall is the header object's __call: h(...) returns h.
+func headerCall(L *lua.LState) int {
+	L.Push(L.Get(1))
+	return 1
 }
 
 // checkRequest returns the VM of the req argument n, or raises.
@@ -91,12 +111,28 @@ func checkRequest(L *lua.LState, n int) *vm {
 	return nil
 }
 
-// reqField serves req.Method, req.Host, req.Path, req.RawQuery,
-// req.RemoteAddr and req.Context. Argument 1 is the method table.
+// reqField serves req's fields. Argument 1 is the method table.
 func (v *vm) reqField(L *lua.LState) int {
 	key := L.CheckString(2)
 	var val lua.LValue
 	switch key {
+	case "URL":
+		v.requestCtx(L)
+		val = v.reqURL
+	case "RequestURI":
+		val = lua.LString(v.requestCtx(L).RequestURI())
+	case "ContentLength":
+		// fasthttp reports -1 for chunked and -2 for "read until close";
+		// Go's -1 means unknown for both.
+		val = lua.LNumber(max(v.requestCtx(L).Request.Header.ContentLength(), -1))
+	case "Proto":
+		val = lua.LString(v.requestCtx(L).Request.Header.Protocol())
+	case "ProtoMajor", "ProtoMinor":
+		// Only HTTP/1.0 and 1.1 reach a script.
+		val = lua.LNumber(1)
+		if key == "ProtoMinor" && !v.requestCtx(L).Request.Header.IsHTTP11() {
+			val = lua.LNumber(0)
+		}
 	case "Method":
 		m := v.requestCtx(L).Method()
 		if boxed, ok := methodValues[b2s(m)]; ok {
@@ -125,10 +161,23 @@ func (v *vm) reqField(L *lua.LState) int {
 	return 1
 }
 
-func reqHeader(L *lua.LState) int {
-	v := checkRequest(L, 1)
-	v.requestCtx(L)
-	L.Push(v.reqHeader)
+// urlField serves req.URL.Path, req.URL.RawQuery and req.URL.Host (the
+// host of an absolute-form request target, "" otherwise, as in Go).
+func (v *vm) urlField(L *lua.LState) int {
+	ctx := v.requestCtx(L)
+	var val lua.LValue = lua.LNil
+	switch L.CheckString(2) {
+	case "Path":
+		val = lua.LString(ctx.Path())
+	case "RawQuery":
+		val = lua.LString(ctx.URI().QueryString())
+	case "Host":
+		val = lua.LString("")
+		if uri := ctx.Request.Header.RequestURI(); !bytes.HasPrefix(uri, []byte("/")) {
+			val = lua.LString(ctx.URI().Host())
+		}
+	}
+	L.Push(val)
 	return 1
 }
 

@@ -83,7 +83,7 @@ func (v *vm) print(L *lua.LState) int {
 		}
 		b = append(b, L.Get(i).String()...)
 	}
-	v.logger().Debug(string(b), v.requestAttrs()...)
+	v.logger().Debug(clipLog(string(b)), v.requestAttrs()...)
 	return 0
 }
 

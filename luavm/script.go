@@ -37,10 +37,12 @@ type Script struct {
 	// Routing, immutable after Load. mux holds every route; catchAll only
 	// the catch-all ones, consulted when mux answers with a trailing-slash
 	// recommendation instead of a handler (fasthttp/router stops there,
-	// chi would go on to a catch-all); scopes maps mount points to their
+	// chi would go on to a catch-all); slash the roots of subrouters at
+	// their mount point plus "/" (see match); scopes maps mount points to their
 	// NotFound/MethodNotAllowed handling, nil when nothing is mounted.
 	mux       *router.Router
 	catchAll  *router.Router
+	slash     *router.Router // subrouter roots at mount point + "/", nil if none
 	scopes    *router.Router
 	rootMiss  fasthttp.RequestHandler
 	methods   []string                  // methods that have routes, sorted

@@ -29,10 +29,10 @@ type vm struct {
 	// when it ends.
 	reqCtx *lua.LTable
 
-	req, w, reqHeader, respHeader *lua.LUserData
-	reqMethods                    *lua.LTable
-	jsonArray                     *lua.LTable    // metatable marking tables that encode as JSON arrays
-	jsonNull                      *lua.LUserData // json.null
+	req, w, reqHeader, respHeader, reqURL *lua.LUserData
+	reqMethods                            *lua.LTable
+	jsonArray                             *lua.LTable    // metatable marking tables that encode as JSON arrays
+	jsonNull                              *lua.LUserData // json.null
 
 	// build is non-nil only while the main chunk runs: the chi DSL
 	// records into it and refuses to define routes at request time.
