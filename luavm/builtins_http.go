@@ -44,6 +44,10 @@ func (v *vm) httpDo(L *lua.LState, method string, n int) int {
 	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
 		L.ArgError(n, "expected an absolute http(s) URL, got "+quote(url))
 	}
+	if hasUserinfo(url) {
+		// fasthttp would turn it into an Authorization header.
+		L.ArgError(n, "URL must not carry credentials (user:password@): set an Authorization header instead")
+	}
 	opts := L.OptTable(n+1, nil)
 
 	req := fasthttp.AcquireRequest()
@@ -57,7 +61,8 @@ func (v *vm) httpDo(L *lua.LState, method string, n int) int {
 		if h, ok := opts.RawGetString("headers").(*lua.LTable); ok {
 			h.ForEach(func(k, val lua.LValue) {
 				ks, vs := lua.LVAsString(k), lua.LVAsString(val)
-				if !httpguts.ValidHeaderFieldName(ks) || !httpguts.ValidHeaderFieldValue(vs) {
+				if !httpguts.ValidHeaderFieldName(ks) || !httpguts.ValidHeaderFieldValue(vs) ||
+					strings.EqualFold(ks, fasthttp.HeaderHost) && !validHost(vs) {
 					L.ArgError(n+1, "invalid header "+quote(ks))
 				}
 				req.Header.Set(ks, vs)
@@ -102,4 +107,13 @@ func (v *vm) httpDo(L *lua.LState, method string, n int) int {
 	t.RawSetString("body", lua.LString(body))
 	L.Push(t)
 	return 1
+}
+
+// hasUserinfo reports whether an absolute URL's authority has a '@'.
+func hasUserinfo(url string) bool {
+	_, rest, _ := strings.Cut(url, "://")
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	return strings.Contains(rest, "@")
 }

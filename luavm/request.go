@@ -3,6 +3,7 @@ package luavm
 import (
 	"bytes"
 	"io"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 	lua "github.com/yuin/gopher-lua"
@@ -266,14 +267,60 @@ func reqSetPath(L *lua.LState) int {
 	return 0
 }
 
+// reqSetRawQuery replaces the query, percent-encoding every byte RFC 3986
+// does not allow there: a space would otherwise end the request target on
+// the wire ("GET /q?q=a HTTP/1.0 x HTTP/1.1").
 func reqSetRawQuery(L *lua.LState) int {
 	v := checkRequest(L, 1)
-	q := L.CheckString(2)
-	if !httpguts.ValidHeaderFieldValue(q) {
-		L.ArgError(2, "query must contain no control characters")
-	}
-	v.requestCtx(L).URI().SetQueryString(q)
+	v.requestCtx(L).URI().SetQueryString(escapeQuery(L.CheckString(2)))
 	return 0
+}
+
+// escapeQuery percent-encodes the bytes of q that RFC 3986 section 3.4
+// does not allow in a query (query = *( pchar / "/" / "?" )), and a '%'
+// that does not start a %XX escape. A valid query is returned as is.
+func escapeQuery(q string) string {
+	i := 0
+	for i < len(q) && queryByteOK(q, i) {
+		i++
+	}
+	if i == len(q) {
+		return q
+	}
+	b := make([]byte, 0, len(q)+16)
+	b = append(b, q[:i]...)
+	for ; i < len(q); i++ {
+		if queryByteOK(q, i) {
+			b = append(b, q[i])
+		} else {
+			b = append(b, '%', upperHex[q[i]>>4], upperHex[q[i]&15])
+		}
+	}
+	return string(b)
+}
+
+const upperHex = "0123456789ABCDEF"
+
+func queryByteOK(q string, i int) bool {
+	c := q[i]
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	case c == '%':
+		return i+2 < len(q) && isHex(q[i+1]) && isHex(q[i+2])
+	}
+	// unreserved, sub-delims, ':', '@', '/', '?'
+	return strings.IndexByte("-._~!$&'()*+,;=:@/?", c) >= 0
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'f'
+}
+
+// validHost reports whether h is a host[:port] fit for a Host header:
+// no userinfo ('@' is not a host byte), nothing that ends the authority.
+func validHost(h string) bool {
+	return h != "" && httpguts.ValidHostHeader(h)
 }
 
 // checkHeader returns the header binding of argument 1 and its request.
@@ -315,9 +362,19 @@ func headerGet(L *lua.LState) int {
 	return 1
 }
 
+// checkRequestHost refuses a request Host a script sets that is not a
+// host[:port]: "user:pw@host" would put credentials into the upstream
+// request, which the gateway never creates.
+func checkRequestHost(L *lua.LState, h *headerObj, name, value string) {
+	if !h.response && strings.EqualFold(name, fasthttp.HeaderHost) && !validHost(value) {
+		L.ArgError(3, "invalid Host "+quote(value)+": expected host[:port], without userinfo")
+	}
+}
+
 func headerSet(L *lua.LState) int {
 	h, ctx := checkHeader(L)
 	name, value := checkHeaderKV(L, true)
+	checkRequestHost(L, h, name, value)
 	if h.response {
 		ctx.Response.Header.Set(name, value)
 	} else {
@@ -329,6 +386,7 @@ func headerSet(L *lua.LState) int {
 func headerAdd(L *lua.LState) int {
 	h, ctx := checkHeader(L)
 	name, value := checkHeaderKV(L, true)
+	checkRequestHost(L, h, name, value)
 	if h.response {
 		ctx.Response.Header.Add(name, value)
 	} else {

@@ -35,6 +35,19 @@ var removedGlobals = []string{
 
 var keptOSFuncs = []string{"time", "clock", "date", "difftime"}
 
+// unavailableLibs are the standard globals never opened in the sandbox.
+// Reading one (or one of removedGlobals) raises "io is not available in
+// scripts" instead of the puzzling "attempt to index a non-table
+// object(nil)" that io.open would give.
+var unavailableLibs = []string{"io", "debug", "package", "coroutine", "channel"}
+
+// removedFields are the library functions the sandbox removes from tables
+// it keeps.
+var removedFields = map[string][]string{
+	lua.OsLibName:     {"execute", "exit", "getenv", "remove", "rename", "setenv", "setlocale", "tmpname"},
+	lua.StringLibName: {"dump"},
+}
+
 func (v *vm) openSandbox() {
 	L := v.L
 	for _, lib := range []struct {
@@ -71,6 +84,37 @@ func (v *vm) openSandbox() {
 	L.SetGlobal("print", L.NewFunction(v.print))
 	L.SetGlobal("require", L.NewFunction(v.require))
 	v.openLimits(g, str, L.GetGlobal(lua.TabLibName).(*lua.LTable))
+
+	// Only a miss reaches __index: present globals stay plain table hits.
+	gone := map[string]bool{}
+	for _, name := range append(unavailableLibs, removedGlobals...) {
+		if g.RawGetString(name) == lua.LNil {
+			gone[name] = true
+		}
+	}
+	g.Metatable = unavailableIndex(L, "", gone)
+	for lib, names := range removedFields {
+		fields := map[string]bool{}
+		for _, n := range names {
+			fields[n] = true
+		}
+		L.GetGlobal(lib).(*lua.LTable).Metatable = unavailableIndex(L, lib+".", fields)
+	}
+}
+
+// unavailableIndex returns a metatable whose __index raises "PREFIXname is
+// not available in scripts" for the names in gone, and returns nil for
+// any other missing key.
+func unavailableIndex(L *lua.LState, prefix string, gone map[string]bool) *lua.LTable {
+	mt := L.NewTable()
+	mt.RawSetString("__index", L.NewFunction(func(L *lua.LState) int {
+		if k, ok := L.Get(2).(lua.LString); ok && gone[string(k)] {
+			L.RaiseError("%s%s is not available in scripts", prefix, string(k))
+		}
+		L.Push(lua.LNil)
+		return 1
+	}))
+	return mt
 }
 
 // print logs its arguments, tab-separated as Lua's print, at debug level.

@@ -3,6 +3,7 @@ package luavm
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -57,6 +58,12 @@ type vm struct {
 	hdrBuf     []byte
 	hdrEnds    []int
 	hdrRestore []bool
+
+	// wrote is set when the script wrote the response body itself
+	// (w:Write, w:SetBody) and cleared when a native handler (a proxy)
+	// replaced the response: only a body the script wrote gets a default
+	// Content-Type.
+	wrote bool
 
 	// modules caches require results; loading holds the modules whose
 	// chunk is running, to report require cycles.
@@ -160,8 +167,12 @@ func (v *vm) call(ctx *fasthttp.RequestCtx, fn lua.LValue, budget time.Duration)
 	L.Push(v.w)
 	L.Push(v.req)
 	v.dl.arm(budget)
+	v.wrote = false
 	err = L.PCall(2, 0, nil)
 	intime := v.dl.disarm()
+	if v.wrote && err == nil {
+		defaultContentType(ctx)
+	}
 	v.ctx = nil
 	v.reqCtx = nil
 	L.SetTop(0)
@@ -216,6 +227,7 @@ func (v *vm) newNative(h fasthttp.RequestHandler) *lua.LFunction {
 		}
 		v.keepHeaders(ctx)
 		h(ctx)
+		v.wrote = false
 		v.restoreHeaders(ctx)
 		v.dl.resume()
 		return 0
@@ -288,4 +300,18 @@ func (v *vm) requestCtx(L *lua.LState) *fasthttp.RequestCtx {
 func (v *vm) close() {
 	v.dl.stop()
 	v.L.Close()
+}
+
+// defaultContentType gives a body the script wrote without a Content-Type
+// the type net/http's ResponseWriter would: http.DetectContentType of its
+// first 512 bytes ("text/plain; charset=utf-8" for text). The server runs
+// with fasthttp's NoDefaultContentType, so that an upstream's answer
+// without one passes unchanged; a script's answer would otherwise have
+// none.
+func defaultContentType(ctx *fasthttp.RequestCtx) {
+	body := ctx.Response.Body()
+	if len(body) == 0 || len(ctx.Response.Header.ContentType()) != 0 || ctx.Response.IsBodyStream() {
+		return
+	}
+	ctx.Response.Header.SetContentType(http.DetectContentType(body))
 }
