@@ -336,10 +336,17 @@ func checkHeader(L *lua.LState) (*headerObj, *fasthttp.RequestCtx) {
 
 // checkHeaderKV checks a header name, and a value unless n == 2, against
 // response splitting: a name must be a token, a value free of CR, LF, NUL.
-func checkHeaderKV(L *lua.LState, withValue bool) (string, string) {
+// write is set for Set, Add and Del, which may not touch the framing
+// headers: the gateway sets Content-Length from the body and owns
+// Transfer-Encoding, and a value disagreeing with the body would
+// desynchronise the connection (RFC 9112 section 6.3).
+func checkHeaderKV(L *lua.LState, withValue, write bool) (string, string) {
 	name := L.CheckString(2)
 	if !httpguts.ValidHeaderFieldName(name) {
 		L.ArgError(2, "invalid header name "+quote(name))
+	}
+	if write && (strings.EqualFold(name, fasthttp.HeaderContentLength) || strings.EqualFold(name, fasthttp.HeaderTransferEncoding)) {
+		L.ArgError(2, name+" is set by the gateway from the body: change the body instead")
 	}
 	if !withValue {
 		return name, ""
@@ -353,7 +360,7 @@ func checkHeaderKV(L *lua.LState, withValue bool) (string, string) {
 
 func headerGet(L *lua.LState) int {
 	h, ctx := checkHeader(L)
-	name, _ := checkHeaderKV(L, false)
+	name, _ := checkHeaderKV(L, false, false)
 	if h.response {
 		L.Push(lua.LString(ctx.Response.Header.Peek(name)))
 	} else {
@@ -373,7 +380,7 @@ func checkRequestHost(L *lua.LState, h *headerObj, name, value string) {
 
 func headerSet(L *lua.LState) int {
 	h, ctx := checkHeader(L)
-	name, value := checkHeaderKV(L, true)
+	name, value := checkHeaderKV(L, true, true)
 	checkRequestHost(L, h, name, value)
 	if h.response {
 		ctx.Response.Header.Set(name, value)
@@ -385,7 +392,7 @@ func headerSet(L *lua.LState) int {
 
 func headerAdd(L *lua.LState) int {
 	h, ctx := checkHeader(L)
-	name, value := checkHeaderKV(L, true)
+	name, value := checkHeaderKV(L, true, true)
 	checkRequestHost(L, h, name, value)
 	if h.response {
 		ctx.Response.Header.Add(name, value)
@@ -397,7 +404,7 @@ func headerAdd(L *lua.LState) int {
 
 func headerDel(L *lua.LState) int {
 	h, ctx := checkHeader(L)
-	name, _ := checkHeaderKV(L, false)
+	name, _ := checkHeaderKV(L, false, true)
 	if h.response {
 		ctx.Response.Header.Del(name)
 	} else {
@@ -408,7 +415,7 @@ func headerDel(L *lua.LState) int {
 
 func headerValues(L *lua.LState) int {
 	h, ctx := checkHeader(L)
-	name, _ := checkHeaderKV(L, false)
+	name, _ := checkHeaderKV(L, false, false)
 	var vals [][]byte
 	if h.response {
 		vals = ctx.Response.Header.PeekAll(name)
