@@ -79,3 +79,50 @@ return r`)
 		s.Handler(ctx)
 	}
 }
+
+// FuzzPattern runs find, match, gmatch and gsub on fuzzed patterns and
+// subjects: a malformed pattern must be a Lua error, never a Go panic (an
+// index out of range in the matcher), and the deadline must stop any
+// backtracking.
+func FuzzPattern(f *testing.F) {
+	for _, seed := range [][2]string{
+		{"^%s*(.-)%s*$", "  trim  "}, {"%b()", "f(a(b)c)"}, {"%f[%a]%a+", "THE (quick) fox"},
+		{"(%w+)=(%w+)", "k=v, a=b"}, {"[%a-]+", "a-b"}, {"[]]", "]"}, {"[^]", "x"}, {"[a-", "a"},
+		{"%", "x"}, {"(", "x"}, {")", "x"}, {"%1", "x"}, {"(()", "x"}, {"%b", "x"}, {"%bx", "x"},
+		{"%f", "x"}, {"%f[", "x"}, {"[%", "x"}, {"$", ""}, {"^$", ""}, {"(.-)%1", "abab"},
+		{strings.Repeat("a?", 300), strings.Repeat("a", 300)}, {strings.Repeat("(.-)", 40) + "$", strings.Repeat("x", 60)},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	e := newEnv(f)
+	cfg := testConfig(nil)
+	cfg.MaxExecution = 20 * time.Millisecond
+	s := e.load(f, cfg, scriptFS(`
+local r = chi.NewRouter()
+r:Post("/p", function(w, req)
+  local pat, subj = req:Header():Get("X-Pattern"), req:Body()
+  pcall(string.find, subj, pat)
+  pcall(string.match, subj, pat)
+  pcall(string.gsub, subj, pat, "%0")
+  pcall(function() for a in subj:gmatch(pat) do end end)
+  w:Write("done")
+end)
+return r`), "main.lua", Options{})
+	f.Fuzz(func(t *testing.T, pat, subj string) {
+		ctx := newCtx("POST", "/p")
+		// A header value cannot hold CR, LF or NUL: such patterns are
+		// skipped.
+		if strings.ContainsAny(pat, "\r\n\x00") {
+			return
+		}
+		ctx.Request.Header.Set("X-Pattern", pat)
+		ctx.Request.SetBodyString(subj)
+		s.Handler(ctx)
+		switch body := string(ctx.Response.Body()); {
+		case ctx.Response.StatusCode() == 200 && body == "done":
+		case strings.Contains(body, "script timeout"):
+		default:
+			t.Fatalf("pattern %q on %q: %d %s", pat, subj, ctx.Response.StatusCode(), body)
+		}
+	})
+}

@@ -27,7 +27,9 @@ import (
 //
 // io, debug, package, coroutine and channel are never opened. coroutine in
 // particular would make gopher-lua derive a context.WithCancel (and a
-// goroutine) from the VM's deadline for every coroutine.
+// goroutine) from the VM's deadline for every coroutine. Reading any name
+// removed here raises "NAME is not available in scripts" (see
+// unavailableIndex).
 var removedGlobals = []string{
 	"dofile", "loadfile", "load", "loadstring", "module", "require",
 	"getfenv", "setfenv", "collectgarbage", "newproxy", "_printregs",
