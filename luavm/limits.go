@@ -21,13 +21,22 @@ import (
 //     past its C stack (LUAI_MAXCSTACK): pushing a million values one by
 //     one onto gopher-lua's registry, grown 256 slots at a time, took ~1s.
 //
-// What remains linear in its input (upper, lower, reverse, sub, len, char)
-// is bounded by MaxStringSize: at most ~10ms for a 16 MiB string. The `..`
-// operator is bounded by the deadline: each doubling is one instruction.
+//   - upper, lower and reverse work in chunks of bulkChunk bytes and poll
+//     the deadline between chunks: gopher-lua's strings.ToUpper of a
+//     16 MiB string took ~70ms on a loaded machine, past a 50ms budget in
+//     one call.
+//
+// What remains (sub, len, char, rep's copy) is a memmove at most
+// MaxStringSize long. The `..` operator is bounded by the deadline: each
+// doubling is one instruction.
 
 // maxResults caps the values string.byte and unpack return: Lua 5.1's
 // LUAI_MAXCSTACK.
 const maxResults = 8000
+
+// bulkChunk is how many bytes upper, lower and reverse convert between two
+// polls of the deadline (~0.1ms each).
+const bulkChunk = 64 << 10
 
 func (v *vm) openLimits(base, str, tbl *lua.LTable) {
 	L := v.L
@@ -35,6 +44,9 @@ func (v *vm) openLimits(base, str, tbl *lua.LTable) {
 	str.RawSetString("rep", L.NewFunction(v.strRep))
 	str.RawSetString("format", L.NewFunction(func(L *lua.LState) int { return v.strFormat(L, format) }))
 	str.RawSetString("byte", L.NewFunction(strByte))
+	str.RawSetString("upper", L.NewFunction(func(L *lua.LState) int { return v.strMap(L, &upperTable) }))
+	str.RawSetString("lower", L.NewFunction(func(L *lua.LState) int { return v.strMap(L, &lowerTable) }))
+	str.RawSetString("reverse", L.NewFunction(v.strReverse))
 	str.RawSetString("find", L.NewFunction(v.strFind))
 	str.RawSetString("match", L.NewFunction(v.strMatch))
 	str.RawSetString("gsub", L.NewFunction(v.strGsub))
@@ -62,6 +74,56 @@ func strByte(L *lua.LState) int {
 		L.Push(lua.LNumber(s[k-1]))
 	}
 	return j - i + 1
+}
+
+// strMap is string.upper or string.lower: byte by byte through a table,
+// in the C locale as Lua's (gopher-lua's strings.ToUpper also mapped
+// non-ASCII letters), polling the deadline every bulkChunk bytes.
+func (v *vm) strMap(L *lua.LState, table *[256]byte) int {
+	s := L.CheckString(1)
+	b := make([]byte, len(s))
+	for start := 0; start < len(s); start += bulkChunk {
+		if start > 0 && v.dl.expiredNow() {
+			L.RaiseError("%s", errTimeoutText)
+		}
+		end := min(start+bulkChunk, len(s))
+		for i := start; i < end; i++ {
+			b[i] = table[s[i]]
+		}
+	}
+	L.Push(lua.LString(b2s(b)))
+	return 1
+}
+
+var upperTable, lowerTable [256]byte
+
+func init() {
+	for i := range 256 {
+		c := byte(i)
+		upperTable[i], lowerTable[i] = c, c
+		if c >= 'a' && c <= 'z' {
+			upperTable[i] = c - 'a' + 'A'
+		}
+		if c >= 'A' && c <= 'Z' {
+			lowerTable[i] = c - 'A' + 'a'
+		}
+	}
+}
+
+// strReverse is string.reverse, bytewise as Lua's, polling the deadline.
+func (v *vm) strReverse(L *lua.LState) int {
+	s := L.CheckString(1)
+	b := make([]byte, len(s))
+	for start := 0; start < len(s); start += bulkChunk {
+		if start > 0 && v.dl.expiredNow() {
+			L.RaiseError("%s", errTimeoutText)
+		}
+		for i := start; i < min(start+bulkChunk, len(s)); i++ {
+			b[len(s)-1-i] = s[i]
+		}
+	}
+	L.Push(lua.LString(b2s(b)))
+	return 1
 }
 
 // strIndex resolves a negative string position as Lua's posrelat.

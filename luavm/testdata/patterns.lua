@@ -82,6 +82,11 @@ local cases = {
   {function() return show(("  x  "):gsub("^%s+", "")) end, "x  ,1"},
   {function() return show(("k=v"):gsub("(%w)=(%w)", "%2=%1")) end, "v=k,1"},
   {function() return err(string.gsub, "abc", ".", {a = 1, b = true}) end, "E:invalid replacement value (a boolean)"},
+  -- upper, lower, reverse: bytewise, C locale
+  {function() return ("aBc1\195\169-z"):upper() end, "ABC1\195\169-Z"},
+  {function() return ("aBc1\195\137-Z"):lower() end, "abc1\195\137-z"},
+  {function() return ("abc"):reverse() .. (""):reverse() end, "cba"},
+  {function() return tostring(#string.rep("ab", 100000):upper()) end, "200000"},
   -- byte, unpack
   {function() return show(string.byte("abc")) end, "97"},
   {function() return show(string.byte("abc", 1, -1)) end, "97,98,99"},
