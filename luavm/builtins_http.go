@@ -55,6 +55,11 @@ func (v *vm) httpDo(L *lua.LState, method string, n int) int {
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(url)
+	// fasthttp escapes the path it writes but not the query: "?q=a b"
+	// would end the request target early, as req:SetRawQuery would.
+	if q := req.URI().QueryString(); len(q) > 0 {
+		req.URI().SetQueryString(escapeQuery(string(q)))
+	}
 	req.Header.SetMethod(method)
 	timeout := defaultHTTPTimeout
 	if opts != nil {

@@ -360,6 +360,10 @@ r:Get("/header-name", function(w, req) req.Header:Set("X A", "a") up(w, req) end
 r:Get("/content-length", function(w, req) req.Header:Set("Content-Length", "1") req:SetBody("hello world") up(w, req) end)
 r:Get("/transfer-encoding", function(w, req) req.Header:Add("Transfer-Encoding", "chunked") up(w, req) end)
 r:Get("/response-length", function(w, req) w:Header():Set("Content-Length", "1") w:Write("hello world") end)
+r:Get("/http-query", function(w, req)
+  local res, err = keystone.http.Get(keystone.Env("KEYSTONE_SCRIPT_UP") .. "/x y?q=a b HTTP/1.0")
+  w:Write(res and res.body or tostring(err))
+end)
 r:Get("/http-userinfo", function(w, req)
   local res, err = keystone.http.Get("http://user:pw@up.internal/")
   w:Write(tostring(err))
@@ -372,6 +376,7 @@ return r
 // gateway made up, and script errors for what cannot be escaped.
 func TestLuaRewritesStayValidRequests(t *testing.T) {
 	up := startEcho(t, "up")
+	t.Setenv("KEYSTONE_SCRIPT_UP", up.url())
 	g := startGateway(t, luaBlock+yamlf(`
 tenants:
   - name: lua
@@ -417,6 +422,12 @@ tenants:
 			}
 		})
 	}
+	t.Run("a keystone.http query with spaces is percent-encoded", func(t *testing.T) {
+		e := decodeEcho(t, g.get("/http-query"))
+		if want := "/x%20y?q=a%20b%20HTTP/1.0"; e.URI != want {
+			t.Errorf("upstream got %q, want %q", e.URI, want)
+		}
+	})
 	t.Run("keystone.http refuses URLs with userinfo", func(t *testing.T) {
 		scriptFailed(t, g.get("/http-userinfo"), "script error")
 	})
