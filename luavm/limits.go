@@ -1,6 +1,7 @@
 package luavm
 
 import (
+	"sort"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -21,6 +22,9 @@ import (
 //     past its C stack (LUAI_MAXCSTACK): pushing a million values one by
 //     one onto gopher-lua's registry, grown 256 slots at a time, took ~1s.
 //
+//   - table.sort polls the deadline every pollSteps comparisons: with the
+//     default comparison no Lua runs between them, and sorting costs
+//     several times the instructions that built the table;
 //   - upper, lower and reverse work in chunks of bulkChunk bytes and poll
 //     the deadline between chunks: gopher-lua's strings.ToUpper of a
 //     16 MiB string took ~70ms on a loaded machine, past a 50ms budget in
@@ -54,6 +58,7 @@ func (v *vm) openLimits(base, str, tbl *lua.LTable) {
 	str.RawSetString("gmatch", gmatch)
 	str.RawSetString("gfind", gmatch)
 	tbl.RawSetString("concat", L.NewFunction(v.tableConcat))
+	tbl.RawSetString("sort", L.NewFunction(v.tableSort))
 	base.RawSetString("unpack", L.NewFunction(baseUnpack))
 }
 
@@ -74,6 +79,53 @@ func strByte(L *lua.LState) int {
 		L.Push(lua.LNumber(s[k-1]))
 	}
 	return j - i + 1
+}
+
+// tableSort is table.sort: Lua's order (the comparator, or <), over
+// t[1..#t], polling the deadline every pollSteps comparisons.
+func (v *vm) tableSort(L *lua.LState) int {
+	t := L.CheckTable(1)
+	var fn *lua.LFunction
+	if L.GetTop() >= 2 && L.Get(2) != lua.LNil {
+		fn = L.CheckFunction(2)
+	}
+	n := t.Len()
+	s := &luaSorter{v: v, L: L, fn: fn, vals: make([]lua.LValue, n)}
+	for i := range s.vals {
+		s.vals[i] = t.RawGetInt(i + 1)
+	}
+	sort.Sort(s)
+	for i, val := range s.vals {
+		t.RawSetInt(i+1, val)
+	}
+	return 0
+}
+
+type luaSorter struct {
+	v     *vm
+	L     *lua.LState
+	fn    *lua.LFunction
+	vals  []lua.LValue
+	steps int
+}
+
+func (s *luaSorter) Len() int      { return len(s.vals) }
+func (s *luaSorter) Swap(i, j int) { s.vals[i], s.vals[j] = s.vals[j], s.vals[i] }
+
+func (s *luaSorter) Less(i, j int) bool {
+	if s.steps++; s.steps%pollSteps == 0 && s.v.dl.expiredNow() {
+		s.L.RaiseError("%s", errTimeoutText)
+	}
+	if s.fn == nil {
+		return s.L.LessThan(s.vals[i], s.vals[j])
+	}
+	s.L.Push(s.fn)
+	s.L.Push(s.vals[i])
+	s.L.Push(s.vals[j])
+	s.L.Call(2, 1)
+	less := lua.LVAsBool(s.L.Get(-1))
+	s.L.Pop(1)
+	return less
 }
 
 // strMap is string.upper or string.lower: byte by byte through a table,

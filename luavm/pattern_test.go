@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	lua "github.com/yuin/gopher-lua"
 )
 
 func TestPatternsMatchLua(t *testing.T) {
@@ -125,4 +127,31 @@ return r`), "main.lua", Options{})
 			t.Fatalf("pattern %q on %q: %d %s", pat, subj, ctx.Response.StatusCode(), body)
 		}
 	})
+}
+
+// table.sort with the default comparison runs no Lua between comparisons:
+// it must poll the deadline itself. A deadline that already fired stops
+// it within pollSteps comparisons.
+func TestTableSortStopsAtTheDeadline(t *testing.T) {
+	e := newEnv(t)
+	s := e.load(t, testConfig(nil), scriptFS(helloScript), "main.lua", Options{})
+	v, err := s.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.release(v, false)
+	L := v.L
+	tbl := L.CreateTable(1_000_000, 0)
+	for i := range 1_000_000 {
+		tbl.RawSetInt(i+1, lua.LNumber((i*7919)%1000003))
+	}
+	v.dl.arm(time.Nanosecond)
+	for !v.dl.expiredNow() {
+		time.Sleep(time.Millisecond)
+	}
+	err = L.CallByParam(lua.P{Fn: L.NewFunction(v.tableSort), Protect: true}, tbl)
+	if err == nil || !strings.Contains(err.Error(), errTimeoutText) {
+		t.Fatalf("table.sort after the deadline: %v", err)
+	}
+	v.dl.disarm()
 }

@@ -87,6 +87,11 @@ local cases = {
   {function() return ("aBc1\195\137-Z"):lower() end, "abc1\195\137-z"},
   {function() return ("abc"):reverse() .. (""):reverse() end, "cba"},
   {function() return tostring(#string.rep("ab", 100000):upper()) end, "200000"},
+  -- table.sort
+  {function() local t = {3, 1, 2} table.sort(t) return table.concat(t, ",") end, "1,2,3"},
+  {function() local t = {"b", "c", "a"} table.sort(t, function(a, b) return a > b end) return table.concat(t, ",") end, "c,b,a"},
+  {function() local t = {} table.sort(t) return tostring(#t) end, "0"},
+  {function() return err(table.sort, {1, "x", 2}) end, "E:attempt to compare"},
   -- byte, unpack
   {function() return show(string.byte("abc")) end, "97"},
   {function() return show(string.byte("abc", 1, -1)) end, "97,98,99"},
