@@ -177,3 +177,32 @@ return r`), "main.lua", Options{PathPrefix: "/pre"})
 		}
 	}
 }
+
+// A body the script wrote without a Content-Type gets the type net/http
+// would sniff, from this body, not an earlier one the VM sniffed.
+func TestDefaultContentTypeIsSniffedPerBody(t *testing.T) {
+	e := newEnv(t)
+	cfg := testConfig(nil)
+	cfg.PoolSize, cfg.MaxVMs = 1, 1
+	s := e.load(t, cfg, scriptFS(`local r = chi.NewRouter()
+r:Post("/echo", function(w, req) w:Write(req:Body()) end)
+r:Post("/typed", function(w, req) w:Header():Set("Content-Type", "application/x-y") w:Write(req:Body()) end)
+return r`), "main.lua", Options{})
+	for _, c := range []struct{ path, body, want string }{
+		{"/echo", "hello", "text/plain; charset=utf-8"},
+		{"/echo", "<!DOCTYPE html><p>hi", "text/html; charset=utf-8"},
+		{"/echo", "hello", "text/plain; charset=utf-8"},
+		{"/echo", "\x89PNG\x0D\x0A\x1A\x0A", "image/png"},
+		{"/typed", "hello", "application/x-y"},
+		{"/echo", "", ""},
+	} {
+		ctx := newCtx("POST", c.path)
+		// As the server runs: no fasthttp default type.
+		ctx.Response.Header.SetNoDefaultContentType(true)
+		ctx.Request.SetBodyString(c.body)
+		s.Handler(ctx)
+		if got := string(ctx.Response.Header.ContentType()); got != c.want {
+			t.Errorf("POST %s %q: Content-Type %q, want %q", c.path, c.body, got, c.want)
+		}
+	}
+}
