@@ -181,6 +181,10 @@ type Lua struct {
 	// MaxStringSize caps one string built by the string library or
 	// json.encode inside a script. Default 16MiB.
 	MaxStringSize Size `yaml:"max_string_size"`
+
+	// MaxScriptSize caps the size of one script file or required module;
+	// a larger one is refused at load. Default 1MiB.
+	MaxScriptSize Size `yaml:"max_script_size"`
 }
 
 // Tenant is one routed application: how requests are matched to it and where

@@ -51,6 +51,7 @@ func defaultConfig() Config {
 			CallStackSize:   200,
 			RegistryMaxSize: 262144,
 			MaxStringSize:   16 * MiB,
+			MaxScriptSize:   1 * MiB,
 		},
 	}
 }

@@ -203,6 +203,7 @@ func validateLua(l *Lua, d *decoder) {
 	between(d, "lua.call_stack_size", l.CallStackSize, 1, math.MaxInt32)
 	between(d, "lua.registry_max_size", l.RegistryMaxSize, 1, math.MaxInt32)
 	positiveSize(d, "lua.max_string_size", l.MaxStringSize)
+	positiveSize(d, "lua.max_script_size", l.MaxScriptSize)
 }
 
 // tenantNameRE is the syntax of a tenant name: it appears in logs, metrics

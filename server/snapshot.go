@@ -192,6 +192,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			Store:           s.store(t.cfg.Name),
 			Fallback:        fallback,
 			RequestIDHeader: string(snap.reqIDHeader),
+			ScriptsDir:      cfg.ScriptsDir,
 		})
 		if err != nil {
 			scriptErrs = append(scriptErrs, err)
@@ -381,6 +382,7 @@ func (s *Server) luaConfig(cfg *config.Config) luavm.Config {
 		CallStackSize:   cfg.Lua.CallStackSize,
 		RegistryMaxSize: cfg.Lua.RegistryMaxSize,
 		MaxStringSize:   int(cfg.Lua.MaxStringSize),
+		MaxScriptSize:   int(cfg.Lua.MaxScriptSize),
 		Logger:          s.log,
 	}
 }
