@@ -12,6 +12,7 @@ import (
 
 	"github.com/keystone-gateway/keystone/balancer"
 	"github.com/keystone-gateway/keystone/breaker"
+	"github.com/keystone-gateway/keystone/observe"
 	"github.com/valyala/fasthttp"
 )
 
@@ -23,6 +24,8 @@ type upstream struct {
 	// host is the Host header sent when the tenant does not preserve the
 	// client's.
 	host string
+	// stats counts the attempts to the upstream (nil: metrics off).
+	stats *observe.UpstreamStats
 	// pooledOutages is the Upstream.Outages count the idle connections
 	// in client were last checked against. Written (CAS) by the first
 	// attempt that sees a newer count, which then closes them; read by
@@ -64,6 +67,8 @@ type pool struct {
 	budget      *retryBudget
 	trusted     trustedProxies
 	reqIDHeader []byte // canonical form
+	// stats counts the tenant's retries (nil: metrics off).
+	stats *observe.TenantStats
 }
 
 // Canonical header keys and values the proxy stage sets on every request.
@@ -195,6 +200,7 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 		p.budget.deposit(rs.start)
 	}
 
+	rs.beginUpstream()
 	var tried balancer.Set
 	retries := 0
 	rejected := 0 // picks refused by an open or busy breaker
@@ -247,6 +253,7 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 		if f == failNone && ctx.Response.StatusCode() >= 500 {
 			f = failStatus
 		}
+		rs.attemptDone(up, f, ctx.Response.StatusCode())
 		up.report(tok, f, err)
 		if f == failNone {
 			break
@@ -258,6 +265,7 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 			if p.retry.backoff > 0 {
 				time.Sleep(p.retry.backoff)
 			}
+			rs.retried(p)
 			continue
 		}
 		if f != failStatus {

@@ -46,6 +46,8 @@ type reqState struct {
 
 	// scratch builds header values (X-Forwarded-For) without allocating.
 	scratch []byte
+
+	obs obsState // trace, durations, counter shard (observe.go)
 }
 
 var statePool = sync.Pool{New: func() any { return &reqState{scratch: make([]byte, 0, 128)} }}

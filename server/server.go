@@ -29,6 +29,7 @@ import (
 
 	"github.com/keystone-gateway/keystone/config"
 	"github.com/keystone-gateway/keystone/luavm"
+	"github.com/keystone-gateway/keystone/observe"
 	"github.com/valyala/fasthttp"
 )
 
@@ -63,6 +64,9 @@ type Server struct {
 
 	lnMu sync.Mutex
 	ln   net.Listener
+
+	// obs holds the metrics; it outlives snapshots.
+	obs *observe.Registry
 }
 
 // New builds a server from a loaded config. It compiles every script and
@@ -77,6 +81,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		started: time.Now(),
 		stores:  make(map[string]luavm.Store),
 	}
+	s.obs = observe.New(observe.Config{Version: opts.Version, ProcessMetrics: true})
+	s.obs.Collect(s.collectGauges)
 	if s.log == nil {
 		out := os.Stdout
 		if cfg.Logging.Output == "stderr" {
@@ -92,6 +98,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.snap.Store(snap)
+	s.obs.ConfigLoaded(true, time.Now())
 	s.srv = s.newFastHTTP(cfg)
 	return s, nil
 }
@@ -256,6 +263,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	// scripts see and what is forwarded, so "//admin", "/%61dmin" and
 	// "/svc/%2e%2e/admin" all reach the admin check as "/admin".
 	path := ctx.Path()
+	if snap.isMetricsPath(path) {
+		s.serveMetrics(ctx, rs, snap)
+		return
+	}
 	if snap.adminEnabled && hasSegmentPrefix(path, snap.adminPrefix) {
 		rs.admin = true
 		snap.admin.Serve(ctx, path[len(snap.adminPrefix):])
@@ -268,6 +279,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	rs.tenant = t
+	rs.beginRequest(ctx, snap)
 	if t.script != nil {
 		// Scripts find the request id in the request header (their log
 		// lines, req:Header()); a generated id, or one replacing an
@@ -275,7 +287,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		// same value again for the upstream.
 		h.SetCanonical(snap.reqIDHeader, rs.reqID)
 	}
-	t.serve(ctx)
+	rs.serveTenant(ctx, t)
 }
 
 // rejectMalformed answers requests the gateway must not forward and reports
@@ -345,7 +357,8 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, rs *reqState, snap *snapshot) 
 		writeError(ctx, rs.reqID, fasthttp.StatusRequestEntityTooLarge, codeTooLarge, "request body too large")
 	}
 	ctx.Response.Header.SetCanonical(snap.reqIDHeader, rs.reqID)
-	if snap.cfg.Logging.AccessLog {
+	rs.endRequest(ctx, snap)
+	if snap.cfg.Logging.AccessLog && rs.logSampled(ctx, snap) {
 		s.accessLog(ctx, rs)
 	}
 	ctx.RemoveUserValue(stateKey)

@@ -13,6 +13,7 @@ import (
 	"github.com/keystone-gateway/keystone/breaker"
 	"github.com/keystone-gateway/keystone/config"
 	"github.com/keystone-gateway/keystone/luavm"
+	"github.com/keystone-gateway/keystone/observe"
 	"github.com/valyala/fasthttp"
 )
 
@@ -36,6 +37,8 @@ type snapshot struct {
 	maxHeaderBytes int
 	maxHeaders     int
 
+	obs observeSnapshot // metrics, tracing, access log sampling
+
 	checkers []*balancer.Checker
 	// pools are every pool built for the snapshot, closed with it.
 	pools []*pool
@@ -49,6 +52,9 @@ type tenant struct {
 	// serve handles a request matched to the tenant: the script's router
 	// (which falls back to the pool) or the pool itself.
 	serve fasthttp.RequestHandler
+	// route and stats are the tenant's counters (nil: metrics off).
+	route *observe.RouteStats
+	stats *observe.TenantStats
 }
 
 // build compiles cfg into a snapshot: tenant index, upstream pools, breakers,
@@ -68,6 +74,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 	}
 	snap.trusted = trustedProxies(cfg.Server.TrustedNets())
 	snap.admin = s.newAdmin(cfg.Admin.Token)
+	snap.obs = s.observeSettings(cfg)
 	defer func() {
 		if err != nil {
 			snap.close()
@@ -82,6 +89,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
 		}
 		t := &tenant{cfg: tc, pool: p, serve: p.serve}
+		s.observeTenant(snap, t)
 		snap.tenants = append(snap.tenants, t)
 		snap.byName[tc.Name] = t
 		prefix := tc.PathPrefix
@@ -142,6 +150,9 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 		reqIDHeader:  snap.reqIDHeader,
 		replayBody:   int(snap.cfg.Server.StreamRequestBodyOver),
 	}
+	if snap.obs.metricsEnabled {
+		p.stats = s.obs.Tenant(tc.Name, tc.Script)
+	}
 	snap.pools = append(snap.pools, p)
 	if p.prefix != nil && string(p.prefix) == "/" {
 		p.prefix = nil
@@ -151,6 +162,9 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 		up, err := s.newUpstream(tc, uc)
 		if err != nil {
 			return nil, err
+		}
+		if snap.obs.metricsEnabled {
+			up.stats = s.obs.Upstream(tc.Name, uc.URL)
 		}
 		p.ups = append(p.ups, up)
 		bups = append(bups, up.Upstream)
@@ -376,5 +390,6 @@ func (h *scriptHost) WriteError(ctx *fasthttp.RequestCtx, status int, msg string
 			rs.errKind = code
 		}
 	}
+	countScriptError(h.tenant, status, msg)
 	writeError(ctx, id, status, code, msg)
 }

@@ -1,0 +1,349 @@
+package server
+
+import (
+	"crypto/subtle"
+	"math/rand/v2"
+	"time"
+
+	"github.com/keystone-gateway/keystone/breaker"
+	"github.com/keystone-gateway/keystone/config"
+	"github.com/keystone-gateway/keystone/observe"
+	"github.com/valyala/fasthttp"
+)
+
+// obsState is a request's observability bookkeeping, part of reqState.
+//
+// Durations are offsets from reqState.start measured with the monotonic
+// clock. A clock read costs 50-100ns on the machines the benchmarks ran on,
+// more than everything else metrics add, so the plain proxy path reads it
+// once: after the upstream attempt, a reading the request's end reuses.
+type obsState struct {
+	trace observe.Trace
+	// traceparent holds the value sent upstream.
+	traceparent [observe.TraceparentLen]byte
+	// shard spreads the request's counters (the connection id).
+	shard observe.Shard
+	// timed is set when durations are measured (metrics or access log).
+	timed bool
+	// script is set while a tenant script runs: an upstream attempt then
+	// starts at a fresh reading, not at the end of the last one.
+	script bool
+	// elapsed is the last clock reading (0: none yet); mark is where the
+	// next upstream attempt starts counting.
+	elapsed, mark time.Duration
+	// upstream is the time spent in upstream attempts; lua the time in
+	// the tenant script, upstream attempts made from it excluded.
+	upstream, lua time.Duration
+}
+
+// observeSnapshot is a snapshot's observability settings.
+type observeSnapshot struct {
+	metricsEnabled bool
+	metricsPath    []byte
+	tracing        bool
+	sampleRatio    float64
+	accessSample   float64
+	// timed: durations are measured.
+	timed bool
+	// noneRoute and adminRoute count requests no tenant took.
+	noneRoute, adminRoute *observe.RouteStats
+}
+
+func (s *Server) observeSettings(cfg *config.Config) observeSnapshot {
+	o := observeSnapshot{
+		metricsEnabled: cfg.Metrics.Enabled,
+		metricsPath:    []byte(cfg.Metrics.Path),
+		tracing:        cfg.Tracing.Enabled,
+		sampleRatio:    cfg.Tracing.SampleRatio,
+		accessSample:   cfg.Logging.AccessLogSample,
+		timed:          cfg.Metrics.Enabled || cfg.Logging.AccessLog,
+	}
+	if cfg.Metrics.Enabled {
+		o.noneRoute = s.obs.Route("(none)", "")
+		o.adminRoute = s.obs.Route("(admin)", "")
+	}
+	return o
+}
+
+// observeTenant resolves a tenant's counters when the snapshot is built.
+// The route label is the tenant's path prefix: scripts' route patterns are
+// not yet reported by luavm.
+func (s *Server) observeTenant(snap *snapshot, t *tenant) {
+	if !snap.obs.metricsEnabled {
+		return
+	}
+	route := t.cfg.PathPrefix
+	if route == "" {
+		route = "/"
+	}
+	t.route = s.obs.Route(t.cfg.Name, route)
+	t.stats = s.obs.Tenant(t.cfg.Name, t.cfg.Script)
+}
+
+// beginRequest starts the request's trace: the incoming traceparent's
+// trace continued with a new span, or a new trace when it is absent or
+// malformed (W3C Trace Context section 3.2.2: an invalid traceparent is
+// treated as absent). The upstream is sent the gateway's span as its
+// parent; tracestate travels on untouched, and is dropped with a
+// traceparent that could not be parsed, since it described that trace
+// (section 3.3.1).
+func (rs *reqState) beginRequest(ctx *fasthttp.RequestCtx, snap *snapshot) {
+	o := &rs.obs
+	o.shard = observe.Shard(ctx.ConnID())
+	o.timed = snap.obs.timed
+	if !snap.obs.tracing {
+		return
+	}
+	h := &ctx.Request.Header
+	if tr, ok := observe.ParseTraceparent(h.PeekCanonical(keyTraceparent)); ok {
+		o.trace = tr
+		o.trace.Continue()
+	} else {
+		o.trace.Start(snap.obs.sampleRatio)
+		h.DelBytes(keyTracestate)
+	}
+	h.SetCanonical(keyTraceparent, o.trace.AppendTraceparent(o.traceparent[:0]))
+}
+
+// Trace Context header names in the canonical form fasthttp stores them in
+// (the spec writes them lower case; header names are case-insensitive).
+var (
+	keyTraceparent = []byte("Traceparent")
+	keyTracestate  = []byte("Tracestate")
+)
+
+// serveTenant runs the tenant's handler and, for a script, measures the
+// time spent in Lua (the handler's time less its upstream attempts).
+func (rs *reqState) serveTenant(ctx *fasthttp.RequestCtx, t *tenant) {
+	if t.script == nil || !rs.obs.timed {
+		t.serve(ctx)
+		return
+	}
+	o := &rs.obs
+	o.script = true
+	t.serve(ctx)
+	o.script = false
+	o.elapsed = time.Since(rs.start)
+	o.lua = o.elapsed - o.upstream
+	t.stats.Script().Observe(o.shard, o.lua)
+}
+
+// beginUpstream marks where the first upstream attempt starts: the
+// request's start on the plain proxy path (no clock read; the time to
+// parse and match the request is counted against the upstream), now when
+// a script calls the pool.
+func (rs *reqState) beginUpstream() {
+	if o := &rs.obs; o.timed && o.script {
+		o.mark = time.Since(rs.start)
+	}
+}
+
+// attemptDone records one upstream attempt that ended in f with status.
+func (rs *reqState) attemptDone(up *upstream, f failure, status int) {
+	o := &rs.obs
+	if !o.timed {
+		return
+	}
+	o.elapsed = time.Since(rs.start)
+	d := o.elapsed - o.mark
+	o.mark = o.elapsed
+	o.upstream += d
+	if up.stats == nil {
+		return
+	}
+	switch f {
+	case failNone, failStatus:
+		up.stats.ObserveStatus(o.shard, status, d)
+	case failConnect:
+		up.stats.ObserveFailure(o.shard, observe.FailConnect, d)
+	case failConnTimeout, failTimeout:
+		up.stats.ObserveFailure(o.shard, observe.FailTimeout, d)
+	case failNoConns:
+		up.stats.ObserveFailure(o.shard, observe.FailNoConns, d)
+	case failTooLarge:
+		up.stats.ObserveFailure(o.shard, observe.FailTooLarge, d)
+	default:
+		up.stats.ObserveFailure(o.shard, observe.FailClosed, d)
+	}
+}
+
+// retried counts a retry and restarts the attempt clock after a backoff.
+func (rs *reqState) retried(p *pool) {
+	p.stats.Retry()
+	if p.retry.backoff > 0 && rs.obs.timed {
+		rs.obs.mark = time.Since(rs.start)
+	}
+}
+
+// endRequest records the finished request in the metrics. It runs in
+// finish, before the access log.
+func (rs *reqState) endRequest(ctx *fasthttp.RequestCtx, snap *snapshot) {
+	o := &rs.obs
+	if !snap.obs.timed {
+		return
+	}
+	if o.elapsed == 0 {
+		o.elapsed = time.Since(rs.start)
+	}
+	if !snap.obs.metricsEnabled {
+		return
+	}
+	route := snap.obs.noneRoute
+	switch {
+	case rs.tenant != nil:
+		route = rs.tenant.route
+	case rs.admin:
+		route = snap.obs.adminRoute
+	}
+	var in int64
+	if n := ctx.Request.Header.ContentLength(); n > 0 {
+		in = int64(n)
+	}
+	route.Observe(observe.Shard(ctx.ConnID()), ctx.Method(), ctx.Response.StatusCode(), o.elapsed, in, responseSize(&ctx.Response))
+}
+
+// responseSize is the response body's size without reading a stream.
+func responseSize(resp *fasthttp.Response) int64 {
+	if resp.IsBodyStream() {
+		return max(int64(resp.Header.ContentLength()), 0)
+	}
+	return int64(len(resp.Body()))
+}
+
+// logSampled reports whether the access line of this request is written:
+// always for an error (the gateway's own, or a 5xx), else with the
+// configured probability.
+func (rs *reqState) logSampled(ctx *fasthttp.RequestCtx, snap *snapshot) bool {
+	r := snap.obs.accessSample
+	if r >= 1 || rs.errKind != "" || ctx.Response.StatusCode() >= 500 {
+		return true
+	}
+	return r > 0 && rand.Float64() < r
+}
+
+// countScriptError counts a script failure the script host answers for.
+func countScriptError(t *tenant, status int, msg string) {
+	if status < 500 {
+		return
+	}
+	switch msg {
+	case "script error":
+		t.stats.Script().Error(observe.LuaError)
+	case "script timeout":
+		t.stats.Script().Error(observe.LuaTimeout)
+	case "script busy":
+		t.stats.Script().Error(observe.LuaBusy)
+	}
+}
+
+// isMetricsPath reports whether path is the metrics endpoint.
+func (snap *snapshot) isMetricsPath(path []byte) bool {
+	return snap.obs.metricsEnabled && string(path) == string(snap.obs.metricsPath)
+}
+
+// serveMetrics answers a scrape: admin.token is required as for the admin
+// endpoints.
+func (s *Server) serveMetrics(ctx *fasthttp.RequestCtx, rs *reqState, snap *snapshot) {
+	rs.admin = true
+	if tok := snap.cfg.Admin.Token; tok != "" {
+		got := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
+		want := "Bearer " + tok
+		if subtle.ConstantTimeCompare(got, []byte(want)) != 1 {
+			rs.errKind = "unauthorized"
+			writeError(ctx, rs.reqID, fasthttp.StatusUnauthorized, "unauthorized", "admin token required")
+			// After writeError, which starts the response afresh.
+			ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="keystone-admin"`)
+			return
+		}
+	}
+	if !ctx.IsGet() && !ctx.IsHead() {
+		rs.errKind = codeMethodNotAllowed
+		writeError(ctx, rs.reqID, fasthttp.StatusMethodNotAllowed, codeMethodNotAllowed, "metrics are read-only")
+		ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, HEAD")
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
+	ctx.Response.Header.Set(fasthttp.HeaderCacheControl, "no-store")
+	s.obs.WritePrometheus(ctx)
+}
+
+// collectGauges writes the live state of the current snapshot at scrape
+// time: upstream health, in-flight requests, breaker states, connection
+// pools and the Lua VM pools.
+func (s *Server) collectGauges(e *observe.Emitter) {
+	snap := s.snap.Load()
+	if snap == nil {
+		return
+	}
+	type key struct{ tenant, url string }
+	type row struct {
+		key
+		up *upstream
+	}
+	var rows []row
+	seen := map[key]bool{}
+	for _, p := range snap.pools {
+		for _, up := range p.ups {
+			k := key{p.name, up.URL}
+			if !seen[k] {
+				seen[k] = true
+				rows = append(rows, row{k, up})
+			}
+		}
+	}
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	for _, r := range rows {
+		e.Gauge("keystone_upstream_healthy", b2f(r.up.Status().Healthy), "tenant", r.tenant, "upstream", r.url)
+	}
+	for _, r := range rows {
+		e.Gauge("keystone_upstream_available", b2f(r.up.Available()), "tenant", r.tenant, "upstream", r.url)
+	}
+	for _, r := range rows {
+		e.Gauge("keystone_upstream_inflight", float64(r.up.Status().Inflight), "tenant", r.tenant, "upstream", r.url)
+	}
+	for _, r := range rows {
+		if r.up.Breaker == nil {
+			continue
+		}
+		// 0 closed, 1 half-open, 2 open: the worse, the higher.
+		v := 0.0
+		switch r.up.Breaker.State() {
+		case breaker.StateHalfOpen:
+			v = 1
+		case breaker.StateOpen:
+			v = 2
+		}
+		e.Gauge("keystone_breaker_state", v, "tenant", r.tenant, "upstream", r.url)
+	}
+	for _, r := range rows {
+		e.Gauge("keystone_upstream_connections", float64(r.up.client.ConnsCount()), "tenant", r.tenant, "upstream", r.url)
+	}
+	var scripted []*tenant
+	for _, t := range snap.tenants {
+		if t.script != nil {
+			scripted = append(scripted, t)
+		}
+	}
+	for _, state := range [...]string{"idle", "live"} {
+		for _, t := range scripted {
+			st := t.script.Stats()
+			v := st.VMsIdle
+			if state == "live" {
+				v = st.VMsLive
+			}
+			e.Gauge("keystone_lua_vms", float64(v), "tenant", t.cfg.Name, "script", t.cfg.Script, "state", state)
+		}
+	}
+	for _, t := range scripted {
+		e.Counter("keystone_lua_vms_created_total", t.script.Stats().VMsCreated, "tenant", t.cfg.Name, "script", t.cfg.Script)
+	}
+	for _, t := range scripted {
+		e.Counter("keystone_lua_vms_discarded_total", t.script.Stats().VMsDiscarded, "tenant", t.cfg.Name, "script", t.cfg.Script)
+	}
+}
