@@ -1,7 +1,6 @@
 package observe
 
 import (
-	"encoding/hex"
 	"math/rand/v2"
 )
 
@@ -13,6 +12,9 @@ import (
 // The gateway takes part in a trace as one span: it keeps the caller's
 // trace id, sends its own span id to the upstream as the parent id, and
 // passes tracestate on untouched.
+//
+// Ids are kept as their lower-case hex text: they arrive and leave as text
+// and are logged as text, so decoding them would only be undone.
 
 // TraceparentLen is the length of a version 00 traceparent value.
 const TraceparentLen = 55
@@ -22,13 +24,14 @@ const FlagSampled = 0x01
 
 // Trace is the gateway's span in a trace. The zero value is "no trace".
 type Trace struct {
-	// TraceID is the trace the request belongs to.
-	TraceID [16]byte
-	// ParentID is the caller's span id; zero when the gateway started
-	// the trace.
-	ParentID [8]byte
-	// SpanID is the gateway's own span id, sent upstream as parent-id.
-	SpanID [8]byte
+	// TraceID is the trace the request belongs to, in hex.
+	TraceID [32]byte
+	// ParentID is the caller's span id in hex; zero bytes when the
+	// gateway started the trace.
+	ParentID [16]byte
+	// SpanID is the gateway's own span id in hex, sent upstream as the
+	// parent-id.
+	SpanID [16]byte
 	// Flags are the trace-flags sent upstream.
 	Flags byte
 }
@@ -39,41 +42,44 @@ type Trace struct {
 // id, or a version 00 value with trailing data. A higher version is parsed
 // by its version 00 prefix, as the spec asks, when what follows is "-".
 func ParseTraceparent(v []byte) (t Trace, ok bool) {
-	if len(v) < TraceparentLen {
+	if len(v) < TraceparentLen || v[2] != '-' || v[35] != '-' || v[52] != '-' {
 		return t, false
 	}
-	if v[2] != '-' || v[35] != '-' || v[52] != '-' {
+	if !lowerHex(v[0:2]) || !lowerHex(v[3:35]) || !lowerHex(v[36:52]) || !lowerHex(v[53:55]) {
 		return t, false
 	}
-	var ver [1]byte
-	if !decodeLowerHex(ver[:], v[0:2]) || ver[0] == 0xff {
+	if v[0] == 'f' && v[1] == 'f' {
 		return t, false
 	}
-	if len(v) > TraceparentLen && (ver[0] == 0 || v[TraceparentLen] != '-') {
+	if len(v) > TraceparentLen && ((v[0] == '0' && v[1] == '0') || v[TraceparentLen] != '-') {
 		return t, false
 	}
-	var flags [1]byte
-	if !decodeLowerHex(t.TraceID[:], v[3:35]) || !decodeLowerHex(t.ParentID[:], v[36:52]) ||
-		!decodeLowerHex(flags[:], v[53:55]) {
-		return Trace{}, false
+	if allZero(v[3:35]) || allZero(v[36:52]) {
+		return t, false
 	}
-	if t.TraceID == ([16]byte{}) || t.ParentID == ([8]byte{}) {
-		return Trace{}, false
-	}
-	t.Flags = flags[0] & FlagSampled // version 00 defines no other flag
+	copy(t.TraceID[:], v[3:35])
+	copy(t.ParentID[:], v[36:52])
+	t.Flags = hexVal[v[54]] & FlagSampled // version 00 defines no other flag
 	return t, true
 }
 
-// decodeLowerHex decodes src into dst (len(src) == 2*len(dst)), accepting
-// only the lower-case hex digits the spec allows.
-func decodeLowerHex(dst, src []byte) bool {
+// lowerHex reports whether b is all lower-case hex digits, the only ones
+// the spec allows.
+func lowerHex(b []byte) bool {
 	var bad byte
-	for i := range dst {
-		hi, lo := hexVal[src[2*i]], hexVal[src[2*i+1]]
-		bad |= hi | lo
-		dst[i] = hi<<4 | lo&0x0f
+	for _, c := range b {
+		bad |= hexVal[c]
 	}
 	return bad&0xf0 == 0
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != '0' {
+			return false
+		}
+	}
+	return true
 }
 
 // hexVal maps a lower-case hex digit to its value and every other byte to
@@ -91,56 +97,60 @@ var hexVal = func() (t [256]byte) {
 	return t
 }()
 
+const hexDigits = "0123456789abcdef"
+
+// putHex writes x as 16 lower-case hex digits.
+func putHex(dst []byte, x uint64) {
+	for i := 15; i >= 0; i-- {
+		dst[i] = hexDigits[x&0xf]
+		x >>= 4
+	}
+}
+
 // Continue makes t the gateway's span: a new span id under t's trace.
 func (t *Trace) Continue() {
-	t.SpanID = randomSpanID()
+	putHex(t.SpanID[:], randomNonZero())
 }
 
 // Start begins a new trace with the gateway's span as its root. The
 // sampled flag is set with probability ratio (0..1).
 func (t *Trace) Start(ratio float64) {
 	*t = Trace{}
-	for t.TraceID == ([16]byte{}) {
-		a, b := rand.Uint64(), rand.Uint64()
-		for i := range 8 {
-			t.TraceID[i] = byte(a >> (8 * i))
-			t.TraceID[8+i] = byte(b >> (8 * i))
-		}
-	}
-	t.SpanID = randomSpanID()
+	// A random 128-bit id is all zeros with probability 2^-128: only the
+	// second half is made non-zero, which keeps the whole id non-zero.
+	putHex(t.TraceID[:16], rand.Uint64())
+	putHex(t.TraceID[16:], randomNonZero())
+	putHex(t.SpanID[:], randomNonZero())
 	if ratio >= 1 || (ratio > 0 && rand.Float64() < ratio) {
 		t.Flags = FlagSampled
 	}
 }
 
-// randomSpanID returns a non-zero random span id. math/rand/v2's global
+// randomNonZero returns a random non-zero value. math/rand/v2's global
 // source is a per-thread ChaCha8: allocation-free and safe for concurrent
-// use; span ids need to be unique, not secret.
-func randomSpanID() (id [8]byte) {
-	for id == ([8]byte{}) {
-		x := rand.Uint64()
-		for i := range 8 {
-			id[i] = byte(x >> (8 * i))
+// use; ids need to be unique, not secret.
+func randomNonZero() uint64 {
+	for {
+		if x := rand.Uint64(); x != 0 {
+			return x
 		}
 	}
-	return id
 }
 
 // AppendTraceparent appends the traceparent the upstream is sent: version
 // 00, t's trace id, the gateway's span id as parent-id, and t's flags.
 func (t *Trace) AppendTraceparent(dst []byte) []byte {
 	dst = append(dst, "00-"...)
-	dst = hex.AppendEncode(dst, t.TraceID[:])
+	dst = append(dst, t.TraceID[:]...)
 	dst = append(dst, '-')
-	dst = hex.AppendEncode(dst, t.SpanID[:])
-	dst = append(dst, '-')
-	return hex.AppendEncode(dst, []byte{t.Flags})
+	dst = append(dst, t.SpanID[:]...)
+	return append(dst, '-', '0', hexDigits[t.Flags&0xf])
 }
 
 // AppendTraceID appends the trace id in hex.
 func (t *Trace) AppendTraceID(dst []byte) []byte {
-	return hex.AppendEncode(dst, t.TraceID[:])
+	return append(dst, t.TraceID[:]...)
 }
 
 // Valid reports whether t holds a trace.
-func (t *Trace) Valid() bool { return t.TraceID != [16]byte{} }
+func (t *Trace) Valid() bool { return t.TraceID != [32]byte{} }

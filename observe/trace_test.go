@@ -64,7 +64,7 @@ func TestContinueKeepsTheTraceAndMintsASpan(t *testing.T) {
 		t.Errorf("parent id %s must be the gateway's new span", out[36:52])
 	}
 	back, ok := ParseTraceparent([]byte(out))
-	if !ok || back.TraceID != tr.TraceID || back.ParentID != tr.SpanID {
+	if !ok || back.TraceID != tr.TraceID || back.ParentID != tr.SpanID || back.Flags != tr.Flags {
 		t.Errorf("what the gateway sends does not parse back: %s", out)
 	}
 }
@@ -77,7 +77,7 @@ func TestStartHonoursTheSampleRatio(t *testing.T) {
 	}{{1, FlagSampled}, {0, 0}} {
 		var tr Trace
 		tr.Start(c.ratio)
-		if !tr.Valid() || tr.SpanID == ([8]byte{}) || tr.Flags != c.want {
+		if !tr.Valid() || tr.SpanID == ([16]byte{}) || tr.Flags != c.want {
 			t.Errorf("ratio %v: %+v", c.ratio, tr)
 		}
 		if _, ok := ParseTraceparent(tr.AppendTraceparent(nil)); !ok {
@@ -105,7 +105,7 @@ func FuzzParseTraceparent(f *testing.F) {
 			return
 		}
 		// What parses has the shape the spec requires and round-trips.
-		if len(s) < TraceparentLen || !tr.Valid() || tr.ParentID == ([8]byte{}) {
+		if len(s) < TraceparentLen || !tr.Valid() || tr.ParentID == ([16]byte{}) {
 			t.Fatalf("accepted %q", s)
 		}
 		tr.SpanID = tr.ParentID

@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/subtle"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -72,12 +73,44 @@ func (s *Server) observeTenant(snap *snapshot, t *tenant) {
 	if !snap.obs.metricsEnabled {
 		return
 	}
-	route := t.cfg.PathPrefix
-	if route == "" {
-		route = "/"
-	}
-	t.route = s.obs.Route(t.cfg.Name, route)
+	t.route = s.obs.Route(t.cfg.Name, routeOf(t))
 	t.stats = s.obs.Tenant(t.cfg.Name, t.cfg.Script)
+}
+
+// routeOf is the route label of a request matched to t: the tenant's path
+// prefix, "/" for any path.
+func routeOf(t *tenant) string {
+	if t.cfg.PathPrefix == "" {
+		return "/"
+	}
+	return t.cfg.PathPrefix
+}
+
+// logAttrs are the access log's observability fields: the trace (trace
+// id, the gateway's span id, the caller's span id when it sent one), the
+// route and the time spent upstream and in Lua.
+func (rs *reqState) logAttrs() []slog.Attr {
+	o := &rs.obs
+	route := ""
+	if rs.tenant != nil {
+		route = routeOf(rs.tenant)
+	}
+	attrs := make([]slog.Attr, 0, 6)
+	attrs = append(attrs, slog.String("route", route))
+	if o.trace.Valid() {
+		attrs = append(attrs,
+			slog.String("trace_id", string(o.trace.TraceID[:])),
+			slog.String("span_id", string(o.trace.SpanID[:])))
+		if o.trace.ParentID != ([16]byte{}) {
+			attrs = append(attrs, slog.String("parent_span_id", string(o.trace.ParentID[:])))
+		}
+	}
+	if o.timed {
+		attrs = append(attrs,
+			slog.Float64("upstream_ms", float64(o.upstream.Microseconds())/1000),
+			slog.Float64("lua_ms", float64(o.lua.Microseconds())/1000))
+	}
+	return attrs
 }
 
 // beginRequest starts the request's trace: the incoming traceparent's

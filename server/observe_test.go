@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // scrape fetches the metrics and returns every sample by its series name
@@ -201,3 +204,142 @@ tenants:
 }
 
 func goVersion() string { return runtime.Version() }
+
+// accessLineFor returns the access line of the request with the given id.
+func accessLineFor(t *testing.T, g *gateway, id string) map[string]any {
+	t.Helper()
+	var line map[string]any
+	eventually(t, 2*time.Second, "access line of "+id, func() bool {
+		for _, l := range g.accessLines() {
+			if l["request_id"] == id {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	return line
+}
+
+// TestTraceContextPropagatesThroughTwoGateways sends requests through
+// gateway A to gateway B to an upstream and checks, at each hop, that the
+// trace id is kept and each gateway's span is the next hop's parent.
+func TestTraceContextPropagatesThroughTwoGateways(t *testing.T) {
+	t.Parallel()
+	up := startEcho(t, "up")
+	b := startGateway(t, yamlf(`
+tenants:
+  - name: b
+    path_prefix: /
+    upstreams: [{url: %q}]
+`, up.url()))
+	a := startGateway(t, yamlf(`
+tenants:
+  - name: a
+    path_prefix: /
+    upstreams: [{url: "http://%s"}]
+`, b.addr))
+
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	for _, c := range []struct {
+		name        string
+		headers     []string
+		keepTrace   bool   // the client's trace id reaches the upstream
+		callerSpan  string // A's parent span, "" when A starts the trace
+		flags       string
+		tracestate  string // what the upstream gets
+		wantSampled bool
+	}{
+		{name: "a valid traceparent keeps its trace id and tracestate",
+			headers:   []string{"traceparent", "00-" + traceID + "-00f067aa0ba902b7-01", "tracestate", "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"},
+			keepTrace: true, callerSpan: "00f067aa0ba902b7", flags: "01", tracestate: "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"},
+		{name: "an unsampled trace stays unsampled",
+			headers:   []string{"traceparent", "00-" + traceID + "-00f067aa0ba902b7-00"},
+			keepTrace: true, callerSpan: "00f067aa0ba902b7", flags: "00"},
+		{name: "no traceparent starts a sampled trace", flags: "01"},
+		{name: "a malformed traceparent is treated as absent, its tracestate dropped",
+			headers: []string{"traceparent", "00-" + strings.ToUpper(traceID) + "-00f067aa0ba902b7-01", "tracestate", "congo=t61rcWkgMzE"},
+			flags:   "01"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp := a.get("/x", c.headers...)
+			e := decodeEcho(t, resp)
+			id := string(resp.Header.Peek("X-Request-ID"))
+			tps := e.Headers["Traceparent"]
+			if len(tps) != 1 || len(tps[0]) != 55 {
+				t.Fatalf("upstream got traceparent %q, want one", tps)
+			}
+			tp := tps[0]
+			if got := strings.Join(e.Headers["Tracestate"], ","); got != c.tracestate {
+				t.Errorf("upstream got tracestate %q, want %q", got, c.tracestate)
+			}
+			if !strings.HasSuffix(tp, "-"+c.flags) {
+				t.Errorf("upstream got %s, want flags %s", tp, c.flags)
+			}
+			la, lb := accessLineFor(t, a, id), accessLineFor(t, b, id)
+			tid := tp[3:35]
+			if c.keepTrace && tid != traceID {
+				t.Errorf("trace id %s, want the client's %s", tid, traceID)
+			}
+			if !c.keepTrace && (tid == traceID || tid == strings.Repeat("0", 32)) {
+				t.Errorf("trace id %s, want a new one", tid)
+			}
+			if la["trace_id"] != tid || lb["trace_id"] != tid {
+				t.Errorf("access logs have trace ids %v and %v, want %s", la["trace_id"], lb["trace_id"], tid)
+			}
+			// The chain: client span → A's span → B's span → upstream.
+			if c.callerSpan != "" {
+				if la["parent_span_id"] != c.callerSpan {
+					t.Errorf("A's parent span %v, want the client's %s", la["parent_span_id"], c.callerSpan)
+				}
+			} else if _, ok := la["parent_span_id"]; ok {
+				t.Errorf("A started the trace but logs parent span %v", la["parent_span_id"])
+			}
+			if lb["parent_span_id"] != la["span_id"] {
+				t.Errorf("B's parent span %v, want A's span %v", lb["parent_span_id"], la["span_id"])
+			}
+			if tp[36:52] != lb["span_id"] {
+				t.Errorf("upstream's parent %s, want B's span %v", tp[36:52], lb["span_id"])
+			}
+			if la["span_id"] == lb["span_id"] {
+				t.Error("A and B logged the same span id")
+			}
+			if la["route"] != "/" || lb["route"] != "/" {
+				t.Errorf("routes %v, %v, want /", la["route"], lb["route"])
+			}
+		})
+	}
+}
+
+// TestAccessLogSamplingNeverDropsErrors runs successes and failures with a
+// sample ratio of 0: only the failures are logged.
+func TestAccessLogSamplingNeverDropsErrors(t *testing.T) {
+	t.Parallel()
+	up := startEcho(t, "a")
+	up.setHandler(func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/app/fail" {
+			ctx.SetStatusCode(503)
+		}
+	})
+	g := startGateway(t, yamlf(`
+logging: {access_log_sample: 0}
+tenants:
+  - name: app
+    path_prefix: /app
+    upstreams: [{url: %q}]
+`, up.url()))
+	var failed []string
+	for range 20 {
+		g.get("/app/ok")
+	}
+	for range 3 {
+		failed = append(failed, string(g.get("/app/fail").Header.Peek("X-Request-ID")))
+	}
+	failed = append(failed, string(g.get("/elsewhere").Header.Peek("X-Request-ID"))) // 404 of the gateway's own
+	for _, id := range failed {
+		accessLineFor(t, g, id)
+	}
+	if n := len(g.accessLines()); n != len(failed) {
+		t.Errorf("%d access lines, want only the %d failures", n, len(failed))
+	}
+}
