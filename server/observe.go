@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/keystone-gateway/keystone/admin"
 	"github.com/keystone-gateway/keystone/breaker"
 	"github.com/keystone-gateway/keystone/config"
 	"github.com/keystone-gateway/keystone/observe"
@@ -379,4 +380,27 @@ func (s *Server) collectGauges(e *observe.Emitter) {
 	for _, t := range scripted {
 		e.Counter("keystone_lua_vms_discarded_total", t.script.Stats().VMsDiscarded, "tenant", t.cfg.Name, "script", t.cfg.Script)
 	}
+}
+
+// Stats reports the per-tenant request counters to /admin/stats and the
+// dashboard (admin.StatsSource); false while metrics are disabled.
+func (a adminSource) Stats() (admin.Stats, bool) {
+	if !a.s.snap.Load().obs.metricsEnabled {
+		return admin.Stats{}, false
+	}
+	st := admin.Stats{BoundsSeconds: observe.Bounds[:]}
+	for _, ts := range a.s.obs.Summaries() {
+		if ts.Tenant == "(admin)" || ts.Tenant == "(none)" {
+			continue
+		}
+		st.Tenants = append(st.Tenants, admin.TenantStats{
+			Name:               ts.Tenant,
+			Requests:           ts.Requests,
+			ClientErrors:       ts.ClientErrors,
+			ServerErrors:       ts.ServerErrors,
+			DurationBuckets:    ts.Duration.Buckets[:],
+			DurationSumSeconds: ts.Duration.Sum.Seconds(),
+		})
+	}
+	return st, true
 }
