@@ -182,6 +182,15 @@ type Tracing struct {
 	// without a valid traceparent) that it flags as sampled, 0..1. An
 	// incoming trace keeps its caller's flag. Default 1.
 	SampleRatio float64 `yaml:"sample_ratio"`
+
+	// OTLPEndpoint, when set, is an OTLP/HTTP collector's traces URL
+	// ("http://collector:4318/v1/traces") that the spans of sampled
+	// requests are sent to, as protobuf-JSON. Default "": no export.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+
+	// ExportInterval is how often buffered spans are sent to
+	// OTLPEndpoint. Default 1s.
+	ExportInterval Duration `yaml:"export_interval"`
 }
 
 // Lua configures the script engine shared by every tenant's script.

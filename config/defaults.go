@@ -52,8 +52,9 @@ func defaultConfig() Config {
 			Path:    "/metrics",
 		},
 		Tracing: Tracing{
-			Enabled:     true,
-			SampleRatio: 1,
+			Enabled:        true,
+			SampleRatio:    1,
+			ExportInterval: Duration(time.Second),
 		},
 		Lua: Lua{
 			MaxExecution:    Duration(50 * time.Millisecond),

@@ -194,6 +194,12 @@ func validateLogging(l *Logging, d *decoder) {
 func validateObserve(c *Config, d *decoder) {
 	ratio(d, "logging.access_log_sample", c.Logging.AccessLogSample)
 	ratio(d, "tracing.sample_ratio", c.Tracing.SampleRatio)
+	positive(d, "tracing.export_interval", c.Tracing.ExportInterval)
+	if ep := c.Tracing.OTLPEndpoint; ep != "" {
+		if u, err := url.Parse(ep); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			d.errorAt("tracing.otlp_endpoint", "expected an absolute http(s) URL such as \"http://collector:4318/v1/traces\", got %q", clip(ep))
+		}
+	}
 	if p := c.Metrics.Path; p == "/" {
 		d.errorAt("metrics.path", "expected a path other than \"/\" such as \"/metrics\", got \"/\"")
 	} else if msg := checkPathPrefix(p); msg != "" {

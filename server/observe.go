@@ -36,6 +36,10 @@ type obsState struct {
 	// upstream is the time spent in upstream attempts; lua the time in
 	// the tenant script, upstream attempts made from it excluded.
 	upstream, lua time.Duration
+	// upFirst is where the first upstream attempt started (upSeen: one
+	// was made), for the exported upstream span.
+	upFirst time.Duration
+	upSeen  bool
 }
 
 // observeSnapshot is a snapshot's observability settings.
@@ -49,6 +53,8 @@ type observeSnapshot struct {
 	timed bool
 	// noneRoute and adminRoute count requests no tenant took.
 	noneRoute, adminRoute *observe.RouteStats
+	// exporter sends sampled spans (nil: no tracing.otlp_endpoint).
+	exporter *observe.Exporter
 }
 
 func (s *Server) observeSettings(cfg *config.Config) observeSnapshot {
@@ -58,7 +64,8 @@ func (s *Server) observeSettings(cfg *config.Config) observeSnapshot {
 		tracing:        cfg.Tracing.Enabled,
 		sampleRatio:    cfg.Tracing.SampleRatio,
 		accessSample:   cfg.Logging.AccessLogSample,
-		timed:          cfg.Metrics.Enabled || cfg.Logging.AccessLog,
+		timed:          cfg.Metrics.Enabled || cfg.Logging.AccessLog || s.exporter != nil,
+		exporter:       s.exporter,
 	}
 	if cfg.Metrics.Enabled {
 		o.noneRoute = s.obs.Route("(none)", "")
@@ -180,6 +187,9 @@ func (rs *reqState) attemptDone(up *upstream, f failure, status int) {
 	}
 	o.elapsed = time.Since(rs.start)
 	d := o.elapsed - o.mark
+	if !o.upSeen {
+		o.upSeen, o.upFirst = true, o.mark
+	}
 	o.mark = o.elapsed
 	o.upstream += d
 	if up.stats == nil {
@@ -219,6 +229,9 @@ func (rs *reqState) endRequest(ctx *fasthttp.RequestCtx, snap *snapshot) {
 	if o.elapsed == 0 {
 		o.elapsed = time.Since(rs.start)
 	}
+	if e := snap.obs.exporter; e != nil && o.trace.Flags&observe.FlagSampled != 0 && rs.tenant != nil {
+		rs.exportSpans(ctx, e)
+	}
 	if !snap.obs.metricsEnabled {
 		return
 	}
@@ -234,6 +247,28 @@ func (rs *reqState) endRequest(ctx *fasthttp.RequestCtx, snap *snapshot) {
 		in = int64(n)
 	}
 	route.Observe(observe.Shard(ctx.ConnID()), ctx.Method(), ctx.Response.StatusCode(), o.elapsed, in, responseSize(&ctx.Response))
+}
+
+// exportSpans hands the request's spans to the exporter. The record is
+// built on the stack from config strings and copied into the exporter's
+// ring: nothing allocates.
+func (rs *reqState) exportSpans(ctx *fasthttp.RequestCtx, e *observe.Exporter) {
+	o := &rs.obs
+	r := observe.SpanRecord{
+		Trace:    o.trace,
+		Start:    rs.start,
+		Duration: o.elapsed,
+		Method:   observe.MethodLabel(ctx.Method()),
+		Status:   ctx.Response.StatusCode(),
+		Tenant:   rs.tenant.cfg.Name,
+		Route:    routeOf(rs.tenant),
+	}
+	if o.upSeen && rs.upstream != nil {
+		r.Attempts = rs.attempts
+		r.UpstreamStart, r.UpstreamEnd = o.upFirst, o.upFirst+o.upstream
+		r.Upstream = rs.upstream.URL
+	}
+	e.Record(&r)
 }
 
 // responseSize is the response body's size without reading a stream.
@@ -403,4 +438,18 @@ func (a adminSource) Stats() (admin.Stats, bool) {
 		})
 	}
 	return st, true
+}
+
+// newExporter returns the span exporter of cfg, or nil when spans are not
+// exported.
+func newExporter(cfg *config.Config, log *slog.Logger) *observe.Exporter {
+	t := cfg.Tracing
+	if !t.Enabled || t.OTLPEndpoint == "" {
+		return nil
+	}
+	return observe.NewExporter(observe.ExporterConfig{
+		Endpoint: t.OTLPEndpoint,
+		Interval: t.ExportInterval.D(),
+		Logger:   log,
+	})
 }

@@ -29,6 +29,9 @@ var observeVariants = []struct{ name, yaml string }{
 	{"metrics", "metrics: {enabled: true}\ntracing: {enabled: false}\n"},
 	{"tracing", "metrics: {enabled: false}\ntracing: {enabled: true}\n"},
 	{"both", ""},
+	// Spans recorded for export (the exporter is not started here: the
+	// ring fills, then records are dropped; neither allocates).
+	{"export", "tracing: {otlp_endpoint: \"http://127.0.0.1:1/v1/traces\"}\n"},
 }
 
 // BenchmarkProxyHandlerObserve bounds what metrics and tracing add to the

@@ -67,6 +67,8 @@ type Server struct {
 
 	// obs holds the metrics; it outlives snapshots.
 	obs *observe.Registry
+	// exporter sends spans to tracing.otlp_endpoint; nil without one.
+	exporter *observe.Exporter
 }
 
 // New builds a server from a loaded config. It compiles every script and
@@ -93,6 +95,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if s.version == "" {
 		s.version = "dev"
 	}
+	s.exporter = newExporter(cfg, s.log)
 	snap, err := s.build(cfg)
 	if err != nil {
 		return nil, err
@@ -192,6 +195,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.lnMu.Unlock()
 	snap := s.snap.Load()
 	snap.start()
+	if s.exporter != nil {
+		s.exporter.Start()
+	}
 	if snap.adminEnabled && snap.cfg.Admin.Token == "" && !loopback(ln.Addr()) {
 		s.log.Warn("admin endpoints are reachable from the network without a token; set admin.token",
 			"component", "server", "prefix", snap.cfg.Admin.Prefix)
@@ -219,6 +225,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.ShutdownWithContext(ctx)
 	if snap := s.snap.Load(); snap != nil {
 		snap.close()
+	}
+	if s.exporter != nil {
+		s.exporter.Stop(ctx) // sends the spans of the last requests
 	}
 	if err != nil {
 		return fmt.Errorf("server: shutdown: %w", err)
