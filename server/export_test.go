@@ -198,6 +198,12 @@ tenants:
 
 	// Give the exporter more rounds: the unsampled trace never shows up.
 	time.Sleep(100 * time.Millisecond)
+	m := scrape(t, g)
+	if m["keystone_trace_spans_exported_total"] < 3 || m["keystone_trace_records_dropped_total"] != 0 ||
+		m["keystone_trace_exports_failed_total"] != 0 {
+		t.Errorf("export counters: exported %v, dropped %v, failed %v", m["keystone_trace_spans_exported_total"],
+			m["keystone_trace_records_dropped_total"], m["keystone_trace_exports_failed_total"])
+	}
 	if n := len(col.trace(unsampled)); n != 0 {
 		t.Errorf("an unsampled trace was exported (%d spans)", n)
 	}

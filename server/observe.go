@@ -415,6 +415,12 @@ func (s *Server) collectGauges(e *observe.Emitter) {
 	for _, t := range scripted {
 		e.Counter("keystone_lua_vms_discarded_total", t.script.Stats().VMsDiscarded, "tenant", t.cfg.Name, "script", t.cfg.Script)
 	}
+	if s.exporter != nil {
+		sent, dropped, failed := s.exporter.Stats()
+		e.Counter("keystone_trace_spans_exported_total", sent)
+		e.Counter("keystone_trace_records_dropped_total", dropped)
+		e.Counter("keystone_trace_exports_failed_total", failed)
+	}
 }
 
 // Stats reports the per-tenant request counters to /admin/stats and the
