@@ -30,6 +30,8 @@ func TestRouteStatsCountExactlyUnderConcurrency(t *testing.T) {
 	r.WritePrometheus(&buf)
 	out := buf.String()
 	for _, want := range []string{
+		"# TYPE keystone_http_requests_total counter",
+		"# TYPE keystone_http_request_duration_seconds histogram",
 		`keystone_http_requests_total{tenant="api",route="/api",method="GET",code="200"} 14400`,
 		`keystone_http_requests_total{tenant="api",route="/api",method="GET",code="503"} 1600`,
 		`keystone_http_request_duration_seconds_count{tenant="api",route="/api"} 16000`,
@@ -42,6 +44,9 @@ func TestRouteStatsCountExactlyUnderConcurrency(t *testing.T) {
 		if !strings.Contains(out, want+"\n") {
 			t.Errorf("missing %s in:\n%s", want, out)
 		}
+	}
+	if n := strings.Count(out, "# TYPE keystone_http_requests_total "); n != 1 {
+		t.Errorf("TYPE line of a family written %d times", n)
 	}
 	s := r.Summaries()
 	if len(s) != 1 || s[0].Requests != 16000 || s[0].ServerErrors != 1600 || s[0].ClientErrors != 0 {

@@ -310,10 +310,20 @@ func (r *Registry) Summaries() []TenantSummary {
 }
 
 // Emitter writes series in the Prometheus text format. Label arguments
-// come in name, value pairs; values are escaped.
+// come in name, value pairs; values are escaped. A family's series must be
+// written one after another: its "# TYPE" line goes before the first.
 type Emitter struct {
-	w   io.Writer
-	buf strings.Builder
+	w      io.Writer
+	buf    strings.Builder
+	family string // the family written last
+}
+
+// typeLine writes the family's "# TYPE" line when it starts.
+func (e *Emitter) typeLine(metric, typ string) {
+	if metric != e.family {
+		e.family = metric
+		fmt.Fprintf(e.w, "# TYPE %s %s\n", metric, typ)
+	}
 }
 
 func (e *Emitter) name(metric string, labels []string, extra ...string) string {
@@ -337,16 +347,19 @@ func (e *Emitter) name(metric string, labels []string, extra ...string) string {
 
 // Counter writes one counter sample.
 func (e *Emitter) Counter(metric string, v uint64, labels ...string) {
+	e.typeLine(metric, "counter")
 	vm.WriteCounterUint64(e.w, e.name(metric, labels), v)
 }
 
 // Gauge writes one gauge sample.
 func (e *Emitter) Gauge(metric string, v float64, labels ...string) {
+	e.typeLine(metric, "gauge")
 	vm.WriteGaugeFloat64(e.w, e.name(metric, labels), v)
 }
 
 // Histogram writes a histogram's cumulative le buckets, sum and count.
 func (e *Emitter) Histogram(metric string, h *HistSnapshot, labels ...string) {
+	e.typeLine(metric, "histogram")
 	var cum uint64
 	for i, n := range h.Buckets {
 		cum += n
