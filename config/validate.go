@@ -337,7 +337,7 @@ func validateTenant(c *Config, d *decoder, t *Tenant, tp string) (hosts []string
 		} else if a := c.Admin; a.Enabled && a.Prefix != "" &&
 			(t.PathPrefix == a.Prefix || strings.HasPrefix(t.PathPrefix, a.Prefix+"/")) {
 			d.errorAt(tp+".path_prefix", "tenant cannot shadow the admin prefix %q", a.Prefix)
-		} else if m := c.Metrics; m.Enabled && m.Path != "" &&
+		} else if m := c.Metrics; m.Enabled && m.Path != "" && m.Path != "/" &&
 			(t.PathPrefix == m.Path || strings.HasPrefix(t.PathPrefix, m.Path+"/")) {
 			d.errorAt(tp+".path_prefix", "tenant cannot shadow the metrics path %q", m.Path)
 		}
