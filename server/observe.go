@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"time"
 
 	"github.com/keystone-gateway/keystone/admin"
@@ -444,6 +445,18 @@ func (a adminSource) Stats() (admin.Stats, bool) {
 		})
 	}
 	return st, true
+}
+
+// startObserve starts the span exporter and warns when the metrics, which
+// name every tenant and upstream, are open to the network.
+func (s *Server) startObserve(snap *snapshot, ln net.Listener) {
+	if s.exporter != nil {
+		s.exporter.Start()
+	}
+	if snap.obs.metricsEnabled && snap.cfg.Admin.Token == "" && !loopback(ln.Addr()) {
+		s.log.Warn("metrics are reachable from the network without a token; set admin.token",
+			"component", "server", "path", snap.cfg.Metrics.Path)
+	}
 }
 
 // newExporter returns the span exporter of cfg, or nil when spans are not

@@ -195,9 +195,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.lnMu.Unlock()
 	snap := s.snap.Load()
 	snap.start()
-	if s.exporter != nil {
-		s.exporter.Start()
-	}
+	s.startObserve(snap, ln)
 	if snap.adminEnabled && snap.cfg.Admin.Token == "" && !loopback(ln.Addr()) {
 		s.log.Warn("admin endpoints are reachable from the network without a token; set admin.token",
 			"component", "server", "prefix", snap.cfg.Admin.Prefix)
