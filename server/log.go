@@ -73,5 +73,5 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, rs *reqState) {
 		slog.Int("attempts", rs.attempts),
 		slog.String("error", rs.errKind),
 	}
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request", append(attrs[:], rs.logAttrs()...)...)
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request", append(append(attrs[:], rs.traceAttrs()...), rs.timingAttrs()...)...)
 }

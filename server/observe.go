@@ -95,16 +95,17 @@ func routeOf(t *tenant) string {
 	return t.cfg.PathPrefix
 }
 
-// logAttrs are the access log's observability fields: the trace (trace
-// id, the gateway's span id, the caller's span id when it sent one), the
-// route and the time spent upstream and in Lua.
-func (rs *reqState) logAttrs() []slog.Attr {
+// traceAttrs are the access log's route and trace fields: the route, the
+// trace id, the gateway's span id and the caller's span id when it sent
+// one. beginRequest sets them all, so a line written by another goroutine
+// may read them once the request was published after it.
+func (rs *reqState) traceAttrs() []slog.Attr {
 	o := &rs.obs
 	route := ""
 	if rs.tenant != nil {
 		route = routeOf(rs.tenant)
 	}
-	attrs := make([]slog.Attr, 0, 6)
+	attrs := make([]slog.Attr, 0, 4)
 	attrs = append(attrs, slog.String("route", route))
 	if o.trace.Valid() {
 		attrs = append(attrs,
@@ -114,12 +115,21 @@ func (rs *reqState) logAttrs() []slog.Attr {
 			attrs = append(attrs, slog.String("parent_span_id", string(o.trace.ParentID[:])))
 		}
 	}
-	if o.timed {
-		attrs = append(attrs,
-			slog.Float64("upstream_ms", float64(o.upstream.Microseconds())/1000),
-			slog.Float64("lua_ms", float64(o.lua.Microseconds())/1000))
-	}
 	return attrs
+}
+
+// timingAttrs are the time spent in upstream attempts and in the tenant's
+// Lua script. They are written while the request runs: only the request's
+// own goroutine, in finish, may read them.
+func (rs *reqState) timingAttrs() []slog.Attr {
+	o := &rs.obs
+	if !o.timed {
+		return nil
+	}
+	return []slog.Attr{
+		slog.Float64("upstream_ms", float64(o.upstream.Microseconds())/1000),
+		slog.Float64("lua_ms", float64(o.lua.Microseconds())/1000),
+	}
 }
 
 // beginRequest starts the request's trace: the incoming traceparent's
