@@ -41,10 +41,20 @@ func defaultConfig() Config {
 			Prefix:  "/admin",
 		},
 		Logging: Logging{
-			Level:     "info",
-			Format:    "json",
-			AccessLog: true,
-			Output:    "stdout",
+			Level:           "info",
+			Format:          "json",
+			AccessLog:       true,
+			Output:          "stdout",
+			AccessLogSample: 1,
+		},
+		Metrics: Metrics{
+			Enabled: true,
+			Path:    "/metrics",
+		},
+		Tracing: Tracing{
+			Enabled:        true,
+			SampleRatio:    1,
+			ExportInterval: Duration(time.Second),
 		},
 		Lua: Lua{
 			MaxExecution:    Duration(50 * time.Millisecond),

@@ -15,6 +15,7 @@ import (
 	"github.com/keystone-gateway/keystone/breaker"
 	"github.com/keystone-gateway/keystone/config"
 	"github.com/keystone-gateway/keystone/luavm"
+	"github.com/keystone-gateway/keystone/observe"
 	"github.com/valyala/fasthttp"
 )
 
@@ -37,6 +38,8 @@ type snapshot struct {
 	maxRequestLine int
 	maxHeaderBytes int
 	maxHeaders     int
+
+	obs observeSnapshot // metrics, tracing, access log sampling
 
 	checkers []*balancer.Checker
 	// pools are the tenants' pools, closed with the snapshot.
@@ -126,6 +129,9 @@ type tenant struct {
 	// serve handles a request matched to the tenant: the script's router
 	// (which falls back to the pool) or the pool itself.
 	serve fasthttp.RequestHandler
+	// route and stats are the tenant's counters (nil: metrics off).
+	route *observe.RouteStats
+	stats *observe.TenantStats
 }
 
 // build compiles cfg into a snapshot: tenant index, upstream pools, breakers,
@@ -145,6 +151,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 	}
 	snap.trusted = trustedProxies(cfg.Server.TrustedNets())
 	snap.admin = s.newAdmin(cfg.Admin.Token)
+	snap.obs = s.observeSettings(cfg)
 	defer func() {
 		if err != nil {
 			snap.close()
@@ -160,6 +167,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 		}
 		snap.pools = append(snap.pools, p)
 		t := &tenant{cfg: tc, pool: p, serve: p.serve}
+		s.observeTenant(snap, t)
 		snap.tenants = append(snap.tenants, t)
 		snap.byName[tc.Name] = t
 		prefix := tc.PathPrefix
@@ -222,6 +230,9 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 		reqIDHeader:  snap.reqIDHeader,
 		replayBody:   int(snap.cfg.Server.StreamRequestBodyOver),
 	}
+	if snap.obs.metricsEnabled {
+		p.stats = s.obs.Tenant(tc.Name, tc.Script)
+	}
 	if p.prefix != nil && string(p.prefix) == "/" {
 		p.prefix = nil
 	}
@@ -237,6 +248,9 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 			// config validates this; a config built by hand may not.
 			return nil, fmt.Errorf("upstream %q: base path %q differs from the tenant's first upstream's (%q)",
 				uc.URL, up.basePath, p.basePath)
+		}
+		if snap.obs.metricsEnabled {
+			up.stats = s.obs.Upstream(tc.Name, uc.URL)
 		}
 		p.ups = append(p.ups, up)
 		bups = append(bups, up.Upstream)
@@ -504,5 +518,6 @@ func (h *scriptHost) WriteError(ctx *fasthttp.RequestCtx, status int, msg string
 			rs.errKind = code
 		}
 	}
+	countScriptError(h.tenant, status, msg)
 	writeError(ctx, id, status, code, msg)
 }
