@@ -26,7 +26,8 @@ type obsState struct {
 	traceparent [observe.TraceparentLen]byte
 	// shard spreads the request's counters (the connection id).
 	shard observe.Shard
-	// timed is set when durations are measured (metrics or access log).
+	// timed is set when durations are measured (metrics, access log or
+	// span export).
 	timed bool
 	// script is set while a tenant script runs: an upstream attempt then
 	// starts at a fresh reading, not at the end of the last one.
