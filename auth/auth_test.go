@@ -62,12 +62,12 @@ func TestCORSOrigins(t *testing.T) {
 		{"https://app.example.com", true},
 		{"https://a.example.com", true},
 		{"https://a-b1.example.com", true},
-		{"https://example.com", false},         // the apex is not a subdomain
-		{"https://a.b.example.com", false},     // one label only
-		{"https://.example.com", false},        // empty label
-		{"http://a.example.com", false},        // other scheme
-		{"https://a.example.com:8443", false},  // other port
-		{"https://evilexample.com", false},     // not a label boundary
+		{"https://example.com", false},        // the apex is not a subdomain
+		{"https://a.b.example.com", false},    // one label only
+		{"https://.example.com", false},       // empty label
+		{"http://a.example.com", false},       // other scheme
+		{"https://a.example.com:8443", false}, // other port
+		{"https://evilexample.com", false},    // not a label boundary
 		{"https://a.example.com.evil.com", false},
 		{"http://x.dev.test:8080", true},
 		{"http://x.dev.test", false},
