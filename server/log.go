@@ -58,6 +58,10 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, rs *reqState) {
 	if rs.upstream != nil {
 		upstreamURL = rs.upstream.URL
 	}
+	consumer, method := "", ""
+	if rs.ident != nil {
+		consumer, method = rs.ident.Consumer, rs.ident.Method
+	}
 	attrs := [...]slog.Attr{
 		slog.String("component", "access"),
 		slog.String("request_id", string(rs.reqID)),
@@ -72,6 +76,8 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, rs *reqState) {
 		slog.String("upstream", upstreamURL),
 		slog.Int("attempts", rs.attempts),
 		slog.String("error", rs.errKind),
+		slog.String("consumer", consumer),
+		slog.String("auth_method", method),
 	}
 	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs[:]...)
 }

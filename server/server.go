@@ -275,6 +275,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		// same value again for the upstream.
 		h.SetCanonical(snap.reqIDHeader, rs.reqID)
 	}
+	if t.access != nil {
+		serveAccess(ctx, rs, t)
+		return
+	}
 	t.serve(ctx)
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/keystone-gateway/keystone/admin"
+	"github.com/keystone-gateway/keystone/auth"
 	"github.com/keystone-gateway/keystone/balancer"
 	"github.com/keystone-gateway/keystone/breaker"
 	"github.com/keystone-gateway/keystone/config"
@@ -49,6 +50,9 @@ type tenant struct {
 	// serve handles a request matched to the tenant: the script's router
 	// (which falls back to the pool) or the pool itself.
 	serve fasthttp.RequestHandler
+	// access is the tenant's auth, ip, cors and headers policy; nil when
+	// it has none (access.go).
+	access *auth.Policy
 }
 
 // build compiles cfg into a snapshot: tenant index, upstream pools, breakers,
@@ -82,6 +86,9 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
 		}
 		t := &tenant{cfg: tc, pool: p, serve: p.serve}
+		if t.access, err = auth.New(tc, auth.Options{Logger: s.log.With("tenant", tc.Name)}); err != nil {
+			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
+		}
 		snap.tenants = append(snap.tenants, t)
 		snap.byName[tc.Name] = t
 		prefix := tc.PathPrefix
@@ -277,6 +284,9 @@ func (snap *snapshot) start() {
 	for _, c := range snap.checkers {
 		c.Start()
 	}
+	for _, t := range snap.tenants {
+		t.access.Start()
+	}
 }
 
 // close stops the snapshot's background work and releases its scripts. The
@@ -286,6 +296,7 @@ func (snap *snapshot) close() {
 		c.Stop()
 	}
 	for _, t := range snap.tenants {
+		t.access.Stop()
 		if t.script != nil {
 			t.script.Close()
 		}
