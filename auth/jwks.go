@@ -143,15 +143,22 @@ func (s *JWKS) run() {
 	}
 }
 
-// fetchAndSignal fetches once and wakes the requests waiting for it.
+// fetchAndSignal fetches once and wakes the requests waiting for it. The
+// pending channel stays in place until the fetch is done, so a request
+// with the same unknown kid arriving meanwhile waits for this fetch too
+// instead of being refused by the rate limit.
 func (s *JWKS) fetchAndSignal() {
 	s.mu.Lock()
 	waiting := s.pending
-	s.pending = nil
 	s.mu.Unlock()
 	s.fetchOnce()
 	s.readyOnce.Do(func() { close(s.ready) })
 	if waiting != nil {
+		s.mu.Lock()
+		if s.pending == waiting {
+			s.pending = nil
+		}
+		s.mu.Unlock()
 		close(waiting)
 	}
 }

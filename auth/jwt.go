@@ -273,3 +273,16 @@ func (j *JWT) Stop() {
 		j.jwks.Stop()
 	}
 }
+
+// ShareKeys makes j verify with from's JWKS instead of its own, when both
+// name the same JWKS URL: a script's jwt middleware built from the
+// tenant's settings then uses the tenant's key set and its refresh,
+// rather than a second fetcher. It reports whether the keys are shared.
+// Call it before j serves requests.
+func (j *JWT) ShareKeys(from *JWT) bool {
+	if j.jwks == nil || from == nil || from.jwks == nil || j.jwks.url != from.jwks.url {
+		return false
+	}
+	j.jwks = from.jwks
+	return true
+}

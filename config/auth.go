@@ -340,12 +340,35 @@ func validateAuth(d *decoder, t *Tenant, a *Auth, p string) {
 		if strings.ContainsAny(b.Realm, "\"\\") || !httpguts.ValidHeaderFieldValue(b.Realm) {
 			d.errorAt(p+".basic.realm", "expected a realm without quotes, backslashes or control characters, got %q", clip(b.Realm))
 		}
-		if b.HtpasswdFile == "" {
+		switch {
+		case b.HtpasswdFile == "":
 			d.errorAt(p+".basic", "missing required field \"htpasswd_file\"")
-		} else {
+		case b.Users == nil:
 			b.Users = readHtpasswd(d, p+".basic.htpasswd_file", b.HtpasswdFile)
 		}
 	}
+}
+
+// CheckAuth validates an auth block built outside a config file, such as
+// the options of a script's keystone.auth middleware, with the rules Load
+// applies, and applies its defaults. Key material already read
+// (JWT.PublicKey with PublicKeyFile naming it, Basic.Users with
+// HtpasswdFile) is taken as is; set lists the field paths the caller
+// wrote ("jwt.header"), which decides defaults such as the JWT header
+// when a cookie is named. tenant names the tenant (the default realm).
+// It returns one "path: message" per problem.
+func CheckAuth(a *Auth, tenant string, set []string) []string {
+	errs := newErrorSet("")
+	d := newDecoder(errs, nil)
+	for _, p := range set {
+		d.pos["auth."+p] = fieldPos{set: true}
+	}
+	validateAuth(d, &Tenant{Name: tenant}, a, "auth")
+	var out []string
+	for _, e := range errs.list {
+		out = append(out, strings.TrimPrefix(strings.TrimPrefix(e.Path, "auth"), ".")+": "+e.Msg)
+	}
+	return out
 }
 
 // credentialSource checks that a credential is read from exactly one place
@@ -405,7 +428,7 @@ func validateJWT(d *decoder, j *JWT, p string) {
 	if j.Leeway < 0 || j.Leeway > Duration(time.Hour) {
 		d.errorAt(p+".leeway", "expected a duration between 0 and 1h, got %s", j.Leeway)
 	}
-	if j.PublicKeyFile != "" {
+	if j.PublicKeyFile != "" && j.PublicKey == nil {
 		j.PublicKey = readPublicKey(d, p+".public_key_file", j.PublicKeyFile)
 	}
 	if len(j.Algorithms) == 0 && !d.derived(p+".algorithms") {
@@ -519,10 +542,20 @@ func readPublicKey(d *decoder, p, name string) crypto.PublicKey {
 	if !ok {
 		return nil
 	}
+	key, msg := ParsePublicKeyPEM(name, data)
+	if msg != "" {
+		d.errorAt(p, "%s", msg)
+	}
+	return key
+}
+
+// ParsePublicKeyPEM parses the PEM public key file name holds (PKIX, PKCS#1
+// or a certificate): RSA of at least 2048 bits, EC or Ed25519. On failure
+// it returns a message for the user, naming the file.
+func ParsePublicKeyPEM(name string, data []byte) (crypto.PublicKey, string) {
 	block, _ := pem.Decode(data)
 	if block == nil {
-		d.errorAt(p, "%q: expected a PEM public key (\"-----BEGIN PUBLIC KEY-----\"), found none", name)
-		return nil
+		return nil, fmt.Sprintf("%q: expected a PEM public key (\"-----BEGIN PUBLIC KEY-----\"), found none", name)
 	}
 	var key any
 	var err error
@@ -538,28 +571,23 @@ func readPublicKey(d *decoder, p, name string) crypto.PublicKey {
 		}
 	default:
 		if strings.Contains(block.Type, "PRIVATE") {
-			d.errorAt(p, "%q holds a private key; the gateway needs only the public key", name)
-			return nil
+			return nil, fmt.Sprintf("%q holds a private key; the gateway needs only the public key", name)
 		}
-		d.errorAt(p, "%q: expected a PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE block, got %q", name, block.Type)
-		return nil
+		return nil, fmt.Sprintf("%q: expected a PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE block, got %q", name, block.Type)
 	}
 	if err != nil {
-		d.errorAt(p, "%q: cannot parse the public key: %v", name, err)
-		return nil
+		return nil, fmt.Sprintf("%q: cannot parse the public key: %v", name, err)
 	}
 	switch k := key.(type) {
 	case *rsa.PublicKey:
 		if k.N.BitLen() < 2048 {
-			d.errorAt(p, "%q: expected an RSA key of at least 2048 bits, got %d", name, k.N.BitLen())
-			return nil
+			return nil, fmt.Sprintf("%q: expected an RSA key of at least 2048 bits, got %d", name, k.N.BitLen())
 		}
 	case *ecdsa.PublicKey, ed25519.PublicKey:
 	default:
-		d.errorAt(p, "%q: expected an RSA, EC or Ed25519 public key, got %T", name, key)
-		return nil
+		return nil, fmt.Sprintf("%q: expected an RSA, EC or Ed25519 public key, got %T", name, key)
 	}
-	return key
+	return key, ""
 }
 
 // readHtpasswd reads and checks an htpasswd file: bcrypt and {SHA} entries.
@@ -568,8 +596,19 @@ func readHtpasswd(d *decoder, p, name string) []HtpasswdUser {
 	if !ok {
 		return nil
 	}
+	users, msgs := ParseHtpasswd(name, data)
+	for _, m := range msgs {
+		d.errorAt(p, "%s", m)
+	}
+	return users
+}
+
+// ParseHtpasswd parses the htpasswd file name holds: "user:hash" lines,
+// bcrypt ($2a$, $2b$, $2y$) or {SHA}; blank lines and "#" comments are
+// skipped. It returns the valid users and a message per problem.
+func ParseHtpasswd(name string, data []byte) ([]HtpasswdUser, []string) {
 	var users []HtpasswdUser
-	bad := 0
+	var msgs []string
 	seen := map[string]int{}
 	for i, line := range strings.Split(string(data), "\n") {
 		line = strings.TrimSpace(line)
@@ -578,21 +617,20 @@ func readHtpasswd(d *decoder, p, name string) []HtpasswdUser {
 		}
 		user, hash, found := strings.Cut(line, ":")
 		if msg := checkHtpasswdEntry(user, hash, found); msg != "" {
-			d.errorAt(p, "%s line %d: %s", name, i+1, msg)
-			bad++
+			msgs = append(msgs, fmt.Sprintf("%s line %d: %s", name, i+1, msg))
 			continue
 		}
 		if first, dup := seen[user]; dup {
-			d.errorAt(p, "%s line %d: duplicate user %q (first at line %d)", name, i+1, clip(user), first)
+			msgs = append(msgs, fmt.Sprintf("%s line %d: duplicate user %q (first at line %d)", name, i+1, clip(user), first))
 			continue
 		}
 		seen[user] = i + 1
 		users = append(users, HtpasswdUser{Name: user, Hash: hash})
 	}
-	if len(users) == 0 && bad == 0 && !d.derived(p) {
-		d.errorAt(p, "%q holds no users", name)
+	if len(users) == 0 && len(msgs) == 0 {
+		msgs = append(msgs, fmt.Sprintf("%q holds no users", name))
 	}
-	return users
+	return users, msgs
 }
 
 // checkHtpasswdEntry checks one "user:hash" line; "" when it is valid.

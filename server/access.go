@@ -63,11 +63,19 @@ func respondAccess(ctx *fasthttp.RequestCtx, p *auth.Policy) {
 	}
 }
 
-// identity returns the accepted identity of a request in flight, for
-// scripts (req.Auth); nil when none.
-func identity(ctx *fasthttp.RequestCtx) *auth.Identity {
+// Auth returns the identity the request was accepted as, for req.Auth
+// (luavm.AuthHost); nil when none.
+func (h *scriptHost) Auth(ctx *fasthttp.RequestCtx) *auth.Identity {
 	if rs := stateOf(ctx); rs != nil {
 		return rs.ident
 	}
 	return nil
+}
+
+// SetAuth records the identity a script's keystone.auth middleware
+// accepted, for req.Auth and the access log (luavm.AuthHost).
+func (h *scriptHost) SetAuth(ctx *fasthttp.RequestCtx, id *auth.Identity) {
+	if rs := stateOf(ctx); rs != nil {
+		rs.ident = id
+	}
 }

@@ -594,3 +594,103 @@ tenants:
 		})
 	}
 }
+
+// TestLuaAuthMiddleware protects single routes of a script with
+// keystone.auth middleware: options left out come from the tenant's auth
+// block, req.Auth shows the identity, the access log records it.
+func TestLuaAuthMiddleware(t *testing.T) {
+	up := startEcho(t, "up")
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw-of-bob"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, yamlf(`
+tenants:
+  - name: app
+    path_prefix: /
+    script: app.lua
+    upstreams: [{url: %q}]
+    auth:
+      exclude_paths: ["/*"]   # the tenant's jwt settings serve the script's routes
+      jwt: {secret: %s, algorithms: [HS256], issuer: https://idp.example.com}
+      strip_credentials: true
+`, up.url(), accessSecret), "app.lua", `
+local r = chi.NewRouter()
+r:With(keystone.auth.jwt{audience = "admin"}):Get("/ops/x", function(w, req)
+  w:Write(req.Auth.method .. ":" .. req.Auth.consumer .. ":" .. tostring(req.Auth.claims.role))
+end)
+r:With(keystone.auth.api_key{keys = {{consumer = "ci", key = "ci-key-0123456789abcdef"}}}):Get("/ci", keystone.Proxy())
+r:With(keystone.auth.basic{htpasswd_file = "users.htpasswd", realm = "staff"}):Get("/staff", function(w, req)
+  w:Write(req.Auth.consumer)
+end)
+r:Get("/open", function(w, req) w:Write(tostring(req.Auth)) end)
+return r
+`, "users.htpasswd", "bob:"+string(hash)+"\n")
+
+	exp := time.Now().Add(time.Hour).Unix()
+	admin := signToken(t, jwt.SigningMethodHS256, []byte(accessSecret), "",
+		jwt.MapClaims{"sub": "ann", "role": "owner", "aud": "admin", "iss": "https://idp.example.com", "exp": exp})
+	api := signToken(t, jwt.SigningMethodHS256, []byte(accessSecret), "",
+		jwt.MapClaims{"sub": "ann", "aud": "api", "iss": "https://idp.example.com", "exp": exp})
+	otherIss := signToken(t, jwt.SigningMethodHS256, []byte(accessSecret), "",
+		jwt.MapClaims{"sub": "ann", "aud": "admin", "iss": "https://other.example.com", "exp": exp})
+
+	if resp := g.get("/ops/x", "Authorization", "Bearer "+admin); string(resp.Body()) != "jwt:ann:owner" {
+		t.Errorf("ops route: %d %q", resp.StatusCode(), resp.Body())
+	}
+	unauthorized(t, g.get("/ops/x", "Authorization", "Bearer "+api), `Bearer error="invalid_token"`)
+	unauthorized(t, g.get("/ops/x", "Authorization", "Bearer "+otherIss), `Bearer error="invalid_token"`)
+	unauthorized(t, g.get("/ops/x"), "Bearer")
+
+	e := decodeEcho(t, g.get("/ci", "X-API-Key", "ci-key-0123456789abcdef"))
+	if _, ok := e.Headers["X-Api-Key"]; ok {
+		t.Error("the upstream got the key the middleware accepted (strip_credentials is inherited)")
+	}
+	unauthorized(t, g.get("/ci", "X-API-Key", "nope"), "")
+
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("bob:pw-of-bob"))
+	if resp := g.get("/staff", "Authorization", basic); string(resp.Body()) != "bob" {
+		t.Errorf("staff route: %d %q", resp.StatusCode(), resp.Body())
+	}
+	unauthorized(t, g.get("/staff"), `Basic realm="staff", charset="UTF-8"`)
+	if resp := g.get("/open"); string(resp.Body()) != "nil" {
+		t.Errorf("open route req.Auth = %q", resp.Body())
+	}
+	eventually(t, 2*time.Second, "access lines", func() bool { return len(g.accessLines()) >= 9 })
+	if l := g.accessLines()[0]; l["consumer"] != "ann" || l["auth_method"] != "jwt" {
+		t.Errorf("access line: %v", l)
+	}
+}
+
+// TestLuaAuthOptionErrors reports bad middleware options as load errors
+// at the line of the call.
+func TestLuaAuthOptionErrors(t *testing.T) {
+	cfg := loadConfig(t, `
+tenants:
+  - name: app
+    path_prefix: /
+    script: bad.lua
+`, "bad.lua", `local r = chi.NewRouter()
+r:With(keystone.auth.jwt{secret = "`+accessSecret+`", algorithms = {"none"}}):Get("/a", function(w, req) end)
+r:With(keystone.auth.jwt{audiance = "x"}):Get("/b", function(w, req) end)
+r:With(keystone.auth.jwt{secret = "`+accessSecret+`", algorithms = {"HS256", "RS256"}}):Get("/c", function(w, req) end)
+r:With(keystone.auth.basic{htpasswd_file = "../etc/passwd"}):Get("/d", function(w, req) end)
+r:With(keystone.auth.api_key{keys = {{consumer = "x", key = "short"}}}):Get("/e", function(w, req) end)
+return r
+`)
+	err := Check(cfg)
+	if err == nil {
+		t.Fatal("loads, want errors")
+	}
+	for _, want := range []string{
+		`bad.lua:2: keystone.auth.jwt: jwt.algorithms[0]: algorithm "none" is never accepted`,
+		`bad.lua:3: keystone.auth.jwt: unknown option "audiance" (did you mean "audience"?)`,
+		`bad.lua:4: keystone.auth.jwt: jwt.algorithms: a secret verifies only HS256, HS384 and HS512`,
+		`bad.lua:5: keystone.auth.basic: htpasswd_file: expected a path inside the scripts directory, got "../etc/passwd"`,
+		`bad.lua:6: keystone.auth.api_key: api_keys.keys[0].key: expected a key of at least 16 characters, got 5`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q:\n%v", want, err)
+		}
+	}
+}

@@ -121,6 +121,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			Store:           s.store(t.cfg.Name),
 			Fallback:        fallback,
 			RequestIDHeader: string(snap.reqIDHeader),
+			Auth:            &luavm.AuthConfig{Base: t.cfg.Auth, Policy: t.access, Logger: s.log.With("tenant", t.cfg.Name)},
 		})
 		if err != nil {
 			scriptErrs = append(scriptErrs, err)
@@ -369,6 +370,8 @@ func (h *scriptHost) WriteError(ctx *fasthttp.RequestCtx, status int, msg string
 	switch {
 	case status == fasthttp.StatusNotFound:
 		code = codeNotFound
+	case status == fasthttp.StatusUnauthorized:
+		code = codeUnauthorized
 	case status == fasthttp.StatusMethodNotAllowed:
 		code = codeMethodNotAllowed
 	case status == fasthttp.StatusServiceUnavailable:
