@@ -223,6 +223,10 @@ func (s *JWKS) Key(kid, alg string) (any, error) {
 		// would not help.
 		return nil, errUnknownKey
 	}
+	// A key set nobody started (a server that builds snapshots without
+	// serving them, a benchmark) starts on first use; its owner's Stop
+	// ends it all the same.
+	s.Start()
 	t := time.NewTimer(fetchTimeout)
 	defer t.Stop()
 	select {

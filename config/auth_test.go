@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -253,5 +254,39 @@ tenants:
 	}
 	if n := strings.Count(got, "\n") + 1; n != len(want) {
 		t.Errorf("%d errors, want %d:\n%s", n, len(want), got)
+	}
+}
+
+// TestAccessKeysAreDocumented checks that every key of the auth, ip, cors
+// and headers blocks has a row in docs/configuration.md.
+func TestAccessKeysAreDocumented(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		prefix string
+		v      any
+	}{
+		{"", config.Auth{}}, {"", config.JWT{}}, {"", config.APIKeys{}}, {"keys[].", config.APIKey{}},
+		{"", config.Basic{}}, {"", config.IPRules{}}, {"", config.CORS{}},
+		{"request.", config.RequestHeaderRules{}}, {"response.", config.ResponseHeaderRules{}},
+	} {
+		rt := reflect.TypeOf(c.v)
+		for i := range rt.NumField() {
+			key, _, _ := strings.Cut(rt.Field(i).Tag.Get("yaml"), ",")
+			if key == "" || key == "-" {
+				continue
+			}
+			if !strings.Contains(string(doc), "| `"+c.prefix+key+"` |") {
+				t.Errorf("%s.%s (`%s%s`) has no row in docs/configuration.md", rt.Name(), rt.Field(i).Name, c.prefix, key)
+			}
+		}
+	}
+	for _, key := range []string{"auth", "ip", "cors", "headers"} {
+		if !strings.Contains(string(doc), "| `"+key+"` | block |") {
+			t.Errorf("tenant key %q has no row in the tenants table", key)
+		}
 	}
 }
