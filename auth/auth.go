@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/keystone-gateway/keystone/config"
-	"github.com/valyala/fasthttp"
 )
 
 // Methods name how a request was authenticated, as logged (auth_method)
@@ -165,6 +164,3 @@ func (r Result) Failed() bool { return r >= Missing }
 func (r Result) String() string {
 	return [...]string{"accepted", "excluded", "missing", "invalid", "invalid_token"}[r]
 }
-
-// requestHeader is shorthand for the request header of ctx.
-func requestHeader(ctx *fasthttp.RequestCtx) *fasthttp.RequestHeader { return &ctx.Request.Header }

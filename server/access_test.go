@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -691,6 +693,56 @@ return r
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("errors lack %q:\n%v", want, err)
+		}
+	}
+}
+
+// TestIPRulesForAnIPv6Peer serves on [::1] with no trusted proxy: the
+// IPv6 TCP peer is the client, allowed or denied by an IPv6 rule whatever
+// X-Forwarded-For claims.
+func TestIPRulesForAnIPv6Peer(t *testing.T) {
+	up := startEcho(t, "up")
+	for _, c := range []struct {
+		rules  string
+		status int
+	}{
+		{`{allow: ["::1/128"]}`, 200},
+		{`{allow: ["2001:db8::/32", 10.0.0.0/8]}`, 403},
+		{`{deny: ["::1"]}`, 403},
+	} {
+		cfg := loadConfig(t, yamlf(`
+tenants:
+  - name: api
+    path_prefix: /
+    upstreams: [{url: %q}]
+    ip: %s
+`, up.url(), c.rules))
+		srv, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp6", "[::1]:0")
+		if err != nil {
+			t.Fatalf("IPv6 loopback: %v", err)
+		}
+		go srv.Serve(ln) //nolint:errcheck
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.SetRequestURI("http://" + ln.Addr().String() + "/x")
+		req.Header.Set("X-Forwarded-For", "2001:db8::1")
+		client := &fasthttp.HostClient{Addr: ln.Addr().String(), DialDualStack: true}
+		err = client.DoTimeout(req, resp, 5*time.Second)
+		status := resp.StatusCode()
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+		client.CloseIdleConnections()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = srv.Shutdown(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status != c.status {
+			t.Errorf("ip %s from [::1]: status %d, want %d", c.rules, status, c.status)
 		}
 	}
 }
