@@ -66,8 +66,9 @@ type Options struct {
 	// time.Now.
 	Clock func() time.Time
 
-	// HTTPClient fetches JWKS documents. If nil, a client with a 10s
-	// timeout.
+	// HTTPClient fetches JWKS documents. If nil, each key set gets its own
+	// client (10s timeout, no downgrade from https on a redirect) whose
+	// idle connections Stop closes.
 	HTTPClient *http.Client
 }
 
@@ -77,9 +78,6 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now
-	}
-	if o.HTTPClient == nil {
-		o.HTTPClient = &http.Client{Timeout: fetchTimeout}
 	}
 	return o
 }

@@ -36,6 +36,7 @@ type JWKS struct {
 	url     string
 	refresh time.Duration
 	client  *http.Client
+	owned   bool // client was made for this key set: Stop closes its connections
 	log     *slog.Logger
 	clock   func() time.Time
 
@@ -96,10 +97,26 @@ var errUnknownKey = errors.New("auth: unknown key id")
 // fetching.
 func NewJWKS(url string, refresh time.Duration, opts Options) *JWKS {
 	opts = opts.withDefaults()
+	client, owned := opts.HTTPClient, false
+	if client == nil {
+		client, owned = &http.Client{
+			Timeout:   fetchTimeout,
+			Transport: http.DefaultTransport.(*http.Transport).Clone(),
+			CheckRedirect: func(req *http.Request, via []*http.Request) error {
+				// Keys fetched over https must not be downgraded to a
+				// plain-text hop an attacker on the path could answer.
+				if len(via) >= 5 || via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+					return errors.New("redirect refused")
+				}
+				return nil
+			},
+		}, true
+	}
 	s := &JWKS{
 		url:     url,
 		refresh: refresh,
-		client:  opts.HTTPClient,
+		client:  client,
+		owned:   owned,
 		log:     opts.Logger.With("component", "auth", "jwks_url", url),
 		clock:   opts.Clock,
 		kick:    make(chan struct{}, 1),
@@ -123,6 +140,9 @@ func (s *JWKS) Stop() {
 		close(s.stop)
 		s.startOnce.Do(func() { close(s.done) }) // never started
 		<-s.done
+		if s.owned {
+			s.client.CloseIdleConnections()
+		}
 	})
 }
 

@@ -330,6 +330,10 @@ func validateAuth(d *decoder, t *Tenant, a *Auth, p string) {
 	if j := a.JWT; j != nil {
 		validateJWT(d, j, p+".jwt")
 	}
+	if a.Mode == "all" && a.JWT != nil && a.Basic != nil && strings.EqualFold(a.JWT.Header, "Authorization") {
+		// One Authorization header carries one credential.
+		d.errorAt(p+".mode", "mode all cannot require both jwt in the Authorization header and basic; set jwt.header, cookie or query")
+	}
 	if k := a.APIKeys; k != nil {
 		validateAPIKeys(d, k, p+".api_keys")
 	}

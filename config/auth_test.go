@@ -185,6 +185,16 @@ func TestAccessConfigErrors(t *testing.T) {
           - {key: "0123456789abcdef-x", sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}`,
 			[]string{`keys[0].key: expected a key of at least 16 characters, got 5`, `keys[1].sha256: expected 64 hex digits`,
 				`keys[2]: missing required field "consumer"`, `keys[2]: expected key or sha256, got both`}},
+		{"mode all with two credentials in one header", `
+      mode: all
+      jwt: {secret: "0123456789abcdef0123456789abcdef", algorithms: [HS256]}
+      basic: {htpasswd_file: users}`,
+			[]string{`tenants[0].auth.mode: mode all cannot require both jwt in the Authorization header and basic`}},
+		{"mode all with the token in a cookie", `
+      mode: all
+      jwt: {secret: "0123456789abcdef0123456789abcdef", algorithms: [HS256], cookie: session, query: x}
+      basic: {htpasswd_file: users}`,
+			[]string{`tenants[0].auth.jwt.cookie: expected exactly one of header, cookie or query, got 2`}},
 		{"no method", `
       mode: some`,
 			[]string{`tenants[0].auth.mode: expected any or all, got "some"`, `tenants[0].auth: expected at least one of jwt, api_keys or basic`}},

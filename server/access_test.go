@@ -746,3 +746,37 @@ tenants:
 		}
 	}
 }
+
+// TestJWTFromCookieAndQuery reads tokens from a cookie and from a query
+// parameter; strip_credentials removes just that cookie or parameter.
+func TestJWTFromCookieAndQuery(t *testing.T) {
+	up := startEcho(t, "up")
+	g := startGateway(t, yamlf(`
+tenants:
+  - name: cookie
+    path_prefix: /c
+    upstreams: [{url: %[1]q}]
+    auth:
+      jwt: {secret: %[2]s, algorithms: [HS256], cookie: session}
+      strip_credentials: true
+  - name: query
+    path_prefix: /q
+    upstreams: [{url: %[1]q}]
+    auth:
+      jwt: {secret: %[2]s, algorithms: [HS256], query: access_token}
+      strip_credentials: true
+`, up.url(), accessSecret))
+	tok := signToken(t, jwt.SigningMethodHS256, []byte(accessSecret), "", jwt.MapClaims{"sub": "u", "exp": time.Now().Add(time.Hour).Unix()})
+	e := decodeEcho(t, g.get("/c/x", "Cookie", "theme=dark; session="+tok+"; lang=en"))
+	if got := strings.Join(e.Headers["Cookie"], "; "); strings.Contains(got, "session") || !strings.Contains(got, "theme=dark") || !strings.Contains(got, "lang=en") {
+		t.Errorf("upstream Cookie %q, want the other cookies without the session", got)
+	}
+	unauthorized(t, g.get("/c/x", "Cookie", "session=nope"), `Bearer error="invalid_token"`)
+	unauthorized(t, g.get("/c/x", "Authorization", "Bearer "+tok), "Bearer")
+
+	e = decodeEcho(t, g.get("/q/x?access_token="+tok+"&page=2"))
+	if e.URI != "/q/x?page=2" {
+		t.Errorf("upstream URI %q, want the token removed", e.URI)
+	}
+	unauthorized(t, g.get("/q/x?access_token=x.y.z"), `Bearer error="invalid_token"`)
+}
