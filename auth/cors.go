@@ -168,7 +168,7 @@ func (c *CORS) Preflight(ctx *fasthttp.RequestCtx) bool {
 // answer depends on the origin.
 func (c *CORS) Actual(ctx *fasthttp.RequestCtx) {
 	rh := &ctx.Response.Header
-	if !c.anyOrigin || c.credentials {
+	if (!c.anyOrigin || c.credentials) && !bytes.Contains(rh.PeekBytes(hdrVary), valOrigin) {
 		// Caches must not serve one origin's answer to another.
 		rh.AddBytesKV(hdrVary, valOrigin)
 	}
