@@ -64,6 +64,10 @@ type JWKS struct {
 
 	startOnce, stopOnce sync.Once
 	stop, done          chan struct{}
+	// ctx is cancelled by Stop, ending a fetch in flight: shutdown does
+	// not wait for a slow identity provider.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // minRefetch is the least time between two fetches caused by an unknown
@@ -124,6 +128,7 @@ func NewJWKS(url string, refresh time.Duration, opts Options) *JWKS {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.keys.Store(&keySet{byKid: map[string]jwk{}})
 	return s
 }
@@ -137,6 +142,7 @@ func (s *JWKS) Start() {
 // Stop ends the refresh goroutine and waits for it.
 func (s *JWKS) Stop() {
 	s.stopOnce.Do(func() {
+		s.cancel()
 		close(s.stop)
 		s.startOnce.Do(func() { close(s.done) }) // never started
 		<-s.done
@@ -193,7 +199,7 @@ func (s *JWKS) fetchOnce() {
 		}
 	}()
 	s.fetches.Add(1)
-	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, fetchTimeout)
 	defer cancel()
 	set, err := s.fetch(ctx)
 	if err != nil {

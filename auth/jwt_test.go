@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -221,5 +222,31 @@ func TestParseJWKSSkipsUnusableKeys(t *testing.T) {
 		if _, err := parseJWKS([]byte(bad)); err == nil {
 			t.Errorf("%q parsed", bad)
 		}
+	}
+}
+
+// TestJWKSStopEndsAFetchInFlight stops a key set while its endpoint hangs:
+// Stop returns at once rather than after the fetch timeout.
+func TestJWKSStopEndsAFetchInFlight(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c // never answered
+		}
+	}()
+	s := NewJWKS("http://"+ln.Addr().String()+"/jwks", time.Hour, Options{})
+	s.Start()
+	c := <-accepted
+	defer c.Close()
+	start := time.Now()
+	s.Stop()
+	if d := time.Since(start); d >= fetchTimeout/2 {
+		t.Errorf("Stop took %s with a fetch hanging: it waited for the fetch timeout (%s) instead of cancelling", d, fetchTimeout)
 	}
 }
