@@ -3,6 +3,8 @@ package auth
 import (
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -248,5 +250,44 @@ func TestJWKSStopEndsAFetchInFlight(t *testing.T) {
 	s.Stop()
 	if d := time.Since(start); d >= fetchTimeout/2 {
 		t.Errorf("Stop took %s with a fetch hanging: it waited for the fetch timeout (%s) instead of cancelling", d, fetchTimeout)
+	}
+}
+
+// TestJWTCacheUnderConcurrency verifies 64 distinct tokens from 16
+// goroutines at once against a cache bounded below their number: every
+// valid token is accepted, every forged one refused, and the bound holds.
+func TestJWTCacheUnderConcurrency(t *testing.T) {
+	clock := newTestClock()
+	j := newTestJWT(t, config.JWT{Secret: hsSecret, Algorithms: []string{"HS256"}}, clock)
+	j.cache = newCache[uint64](32)
+	var good, bad [][]byte
+	for i := range 64 {
+		c := jwt.MapClaims{"sub": "u", "n": i, "exp": clock.Now().Add(time.Hour).Unix()}
+		good = append(good, []byte(sign(t, jwt.SigningMethodHS256, []byte(hsSecret), "", c)))
+		bad = append(bad, []byte(sign(t, jwt.SigningMethodHS256, []byte(hsSecret+"!"), "", c)))
+	}
+	var wg sync.WaitGroup
+	var accepted, refused atomic.Int64
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 500 {
+				k := (g*31 + i) % 64
+				if _, err := j.Verify(good[k]); err == nil {
+					accepted.Add(1)
+				}
+				if _, err := j.Verify(bad[k]); err != nil {
+					refused.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if accepted.Load() != 16*500 || refused.Load() != 16*500 {
+		t.Errorf("accepted %d valid and refused %d forged of %d each", accepted.Load(), refused.Load(), 16*500)
+	}
+	if n := j.cache.len(); n > 32 {
+		t.Errorf("cache holds %d tokens, bound 32", n)
 	}
 }
