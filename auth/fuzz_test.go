@@ -53,3 +53,32 @@ func FuzzCredentials(f *testing.F) {
 		claimString(string(in))
 	})
 }
+
+// FuzzJWKS feeds hostile JWKS documents to the parser: it must not panic,
+// and a set it returns holds only keys that fit some algorithm.
+func FuzzJWKS(f *testing.F) {
+	for _, s := range []string{
+		`{"keys":[]}`, `{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB"}]}`,
+		`{"keys":[{"kty":"EC","crv":"P-256","x":"AAAA","y":"AAAA"}]}`,
+		`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}`,
+		`{"keys":[{"kty":"RSA","e":"AQAB","n":"` + string(bytes.Repeat([]byte("A"), 400)) + `"}]}`,
+		`{"keys":[{"kty":"EC","crv":"P-521","x":"","y":""}],"x":1}`, `{"keys":null}`, `[`, "\x00",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		ks, err := parseJWKS(in)
+		if err != nil {
+			return
+		}
+		for _, k := range ks.all {
+			if k.alg != "" && !k.fits(k.alg) {
+				t.Fatalf("key %q of type %T kept with alg %q", k.kid, k.key, k.alg)
+			}
+			if k.alg == "" && !k.fits("RS256") && !k.fits("ES256") && !k.fits("ES384") && !k.fits("ES512") && !k.fits("EdDSA") &&
+				!k.fits("PS256") && !k.fits("RS512") {
+				t.Fatalf("key %q of type %T fits no algorithm", k.kid, k.key)
+			}
+		}
+	})
+}

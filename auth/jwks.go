@@ -398,6 +398,9 @@ func parseJWKS(data []byte) (*keySet, error) {
 			continue
 		}
 		k := jwk{kid: r.Kid, alg: r.Alg, key: key}
+		if k.alg != "" && !k.fits(k.alg) {
+			continue // an "alg" its key cannot do
+		}
 		if r.Kid != "" {
 			if _, dup := ks.byKid[r.Kid]; dup {
 				continue
