@@ -220,6 +220,10 @@ func TestParseJWKSSkipsUnusableKeys(t *testing.T) {
 	if _, err := parseJWKS([]byte(doc)); err == nil {
 		t.Fatal("a JWKS of unusable keys parsed")
 	}
+	mislabeled := `{"keys":[{"kty":"RSA","kid":"r","alg":"ES256","n":"` + b64u(rsaKey.N.Bytes()) + `","e":"AQAB"}]}`
+	if _, err := parseJWKS([]byte(mislabeled)); err == nil {
+		t.Error("an RSA key labelled ES256 was kept")
+	}
 	for _, bad := range []string{"", "null", "[]", `{"keys":"x"}`, `{"keys":[{"kty":"RSA"}]}`} {
 		if _, err := parseJWKS([]byte(bad)); err == nil {
 			t.Errorf("%q parsed", bad)
