@@ -113,8 +113,8 @@ func (a *Authenticator) Authenticate(ctx *fasthttp.RequestCtx) (*Identity, Resul
 	}
 	var first *Identity
 	presented, rejected, badToken := false, false, false
-	// check runs one method: ok is false when the request presented no
-	// credential for it.
+	// check records one method's outcome: present is false when the
+	// request carried no credential for it, id nil when it was refused.
 	check := func(id *Identity, present bool) {
 		if !present {
 			if a.all {
