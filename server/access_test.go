@@ -81,6 +81,7 @@ type jwksEndpoint struct {
 	mu       sync.Mutex
 	doc      []byte
 	requests atomic.Int64
+	down     atomic.Bool // answer 503
 }
 
 func serveJWKS(t *testing.T, keys map[string]any) *jwksEndpoint {
@@ -93,6 +94,10 @@ func serveJWKS(t *testing.T, keys map[string]any) *jwksEndpoint {
 	e.set(keys)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.requests.Add(1)
+		if e.down.Load() {
+			http.Error(w, "identity provider down", http.StatusServiceUnavailable)
+			return
+		}
 		e.mu.Lock()
 		doc := e.doc
 		e.mu.Unlock()
@@ -779,4 +784,38 @@ tenants:
 		t.Errorf("upstream URI %q, want the token removed", e.URI)
 	}
 	unauthorized(t, g.get("/q/x?access_token=x.y.z"), `Bearer error="invalid_token"`)
+}
+
+// TestJWKSDownKeepsTheLastGoodKeys refreshes every second from an identity
+// provider that goes down: tokens keep verifying with the keys it served
+// before, and the failures are logged.
+func TestJWKSDownKeepsTheLastGoodKeys(t *testing.T) {
+	accessKeys(t)
+	up := startEcho(t, "up")
+	idp := serveJWKS(t, map[string]any{"ec-1": &accessEC.PublicKey})
+	g := startGateway(t, yamlf(`
+tenants:
+  - name: api
+    path_prefix: /
+    upstreams: [{url: %q}]
+    auth:
+      jwt: {jwks_url: %s, algorithms: [ES256], jwks_refresh: 1s}
+`, up.url(), idp.url))
+	exp := time.Now().Add(time.Hour).Unix()
+	tok := func(n int) string {
+		return signToken(t, jwt.SigningMethodES256, accessEC, "ec-1", jwt.MapClaims{"sub": "u", "n": n, "exp": exp})
+	}
+	if resp := g.get("/x", "Authorization", "Bearer "+tok(0)); resp.StatusCode() != 200 {
+		t.Fatalf("status %d", resp.StatusCode())
+	}
+	idp.down.Store(true)
+	before := idp.requests.Load()
+	eventually(t, 10*time.Second, "two failed refreshes", func() bool { return idp.requests.Load() >= before+2 })
+	// A token never seen before: verified now, with the kept keys.
+	if resp := g.get("/x", "Authorization", "Bearer "+tok(1)); resp.StatusCode() != 200 {
+		t.Errorf("with the JWKS down: status %d, want the last good keys used", resp.StatusCode())
+	}
+	if !strings.Contains(g.logs.String(), "jwks fetch failed; keeping the last good keys") {
+		t.Error("the failed fetches were not logged")
+	}
 }
