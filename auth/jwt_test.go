@@ -295,3 +295,82 @@ func TestJWTCacheUnderConcurrency(t *testing.T) {
 		t.Errorf("cache holds %d tokens, bound 32", n)
 	}
 }
+
+func TestClaimString(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		in   any
+		want string
+		ok   bool
+	}{
+		{"user-1", "user-1", true},
+		{true, "true", true},
+		{float64(42), "42", true},
+		{1.5, "1.5", true},
+		{float64(1e20), "100000000000000000000", true},
+		{[]any{"a", "b"}, `["a","b"]`, true},
+		{map[string]any{"k": "v"}, `{"k":"v"}`, true},
+		{nil, "", false},
+		{"a\r\nX-Injected: 1", "", false},
+		{"tab\tok", "tab\tok", true},
+	} {
+		got, ok := claimString(c.in)
+		if got != c.want || ok != c.ok {
+			t.Errorf("claimString(%#v) = %q, %v; want %q, %v", c.in, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+// TestKeySetFind covers tokens without a kid and keys restricted by alg.
+func TestKeySetFind(t *testing.T) {
+	testKeys(t)
+	one := &keySet{byKid: map[string]jwk{}, all: []jwk{{kid: "r", key: &rsaKey.PublicKey}}}
+	if _, ok := one.find("", "RS256"); !ok {
+		t.Error("a kid-less token was refused by a set of one fitting key")
+	}
+	if _, ok := one.find("", "ES256"); ok {
+		t.Error("a kid-less ES256 token was given an RSA key")
+	}
+	two := &keySet{byKid: map[string]jwk{}, all: []jwk{{kid: "a", key: &rsaKey.PublicKey}, {kid: "b", key: &rsaKey2.PublicKey}}}
+	if _, ok := two.find("", "RS256"); ok {
+		t.Error("a kid-less token was given one of two keys")
+	}
+	ps := jwk{alg: "PS256", key: &rsaKey.PublicKey}
+	if ps.fits("RS256") || !ps.fits("PS256") {
+		t.Error("a key's alg does not restrict it")
+	}
+	ec := jwk{key: &ecKey.PublicKey}
+	if !ec.fits("ES256") || ec.fits("ES384") || ec.fits("RS256") {
+		t.Error("a P-256 key fits the wrong algorithms")
+	}
+}
+
+func TestChallenge(t *testing.T) {
+	t.Parallel()
+	a, err := NewAuthenticator(config.Auth{Mode: "any",
+		JWT:   &config.JWT{Secret: hsSecret, Algorithms: []string{"HS256"}, Header: "Authorization"},
+		Basic: &config.Basic{Realm: "staff", Users: []config.HtpasswdUser{{Name: "bob", Hash: "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="}}},
+	}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for res, want := range map[Result]string{
+		Missing:      `Bearer | Basic realm="staff", charset="UTF-8"`,
+		Invalid:      `Bearer | Basic realm="staff", charset="UTF-8"`,
+		InvalidToken: `Bearer error="invalid_token" | Basic realm="staff", charset="UTF-8"`,
+	} {
+		ctx := newCtx("GET", "/")
+		a.Challenge(&ctx.Response.Header, res)
+		var got []string
+		for _, v := range ctx.Response.Header.PeekAll("WWW-Authenticate") {
+			got = append(got, string(v))
+		}
+		if strings.Join(got, " | ") != want {
+			t.Errorf("%s: %q, want %q", res, got, want)
+		}
+	}
+	// A malformed basic credential counts as presented and refused.
+	if _, res := a.Authenticate(newCtx("GET", "/", "Authorization", "Basic !!!")); res != Invalid {
+		t.Errorf("malformed basic: %s, want invalid", res)
+	}
+}
