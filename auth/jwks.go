@@ -40,14 +40,17 @@ type JWKS struct {
 	log     *slog.Logger
 	clock   func() time.Time
 
-	// keys is the current key set. Written by the fetch goroutine (and
-	// by the first fetch), read by every request; never modified once
-	// stored.
+	// keys is the current key set, never nil. Written only by the fetch
+	// goroutine, read by every request verifying a token; a stored set
+	// is never modified.
 	keys atomic.Pointer[keySet]
-	// gen counts key-set changes; cached tokens verified under an older
-	// generation are verified again. Written by the fetch goroutine.
+	// gen counts key-set changes. Incremented by the fetch goroutine
+	// right after it stores a different set; read by JWT.Verify, which
+	// verifies again a cached token of an older generation. It may lag
+	// keys by an instant: a token then re-verified once more, no harm.
 	gen atomic.Uint64
-	// fetches counts fetch attempts, for tests and logs.
+	// fetches counts fetch attempts. Incremented by the fetch goroutine,
+	// read by tests.
 	fetches atomic.Int64
 
 	// mu guards pending and lastKick: the unknown-kid refetch rate limit.
