@@ -19,38 +19,49 @@ const codeForbidden = "forbidden"
 //  3. authentication: 401 with WWW-Authenticate, the body never saying
 //     which part of which credential was wrong;
 //  4. request header rules, then the script and upstreams;
-//  5. response header rules and CORS headers on whatever answered,
-//     the gateway's own 401 included (a browser must be able to read it).
+//  5. response header rules on every answer, the gateway's own included;
+//     CORS headers on every answer but a preflight's (which has its own),
+//     the 401 included (a browser must be able to read it).
 func serveAccess(ctx *fasthttp.RequestCtx, rs *reqState, t *tenant) {
 	p := t.access
-	if p.IP != nil && !p.IP.Allowed(rs.clientIP) {
+	switch {
+	case p.IP != nil && !p.IP.Allowed(rs.clientIP):
 		rs.errKind = codeForbidden
 		writeError(ctx, rs.reqID, fasthttp.StatusForbidden, codeForbidden, "client address not allowed")
-		return
-	}
-	if p.CORS != nil && auth.IsPreflight(&ctx.Request.Header) {
+	case p.CORS != nil && auth.IsPreflight(&ctx.Request.Header):
 		if !p.CORS.Preflight(ctx) {
 			rs.errKind = codeForbidden
 			writeError(ctx, rs.reqID, fasthttp.StatusForbidden, codeForbidden, "cross-origin request not allowed")
 		}
-		return
-	}
-	if p.Auth != nil {
-		id, res := p.Auth.Authenticate(ctx)
-		if res.Failed() {
-			rs.errKind = codeUnauthorized
-			writeError(ctx, rs.reqID, fasthttp.StatusUnauthorized, codeUnauthorized, "missing or invalid credentials")
-			p.Auth.Challenge(&ctx.Response.Header, res)
-			respondAccess(ctx, p)
-			return
+		if p.Headers != nil {
+			p.Headers.Response(&ctx.Response.Header)
 		}
-		rs.ident = id
+		return
+	case !authenticate(ctx, rs, p):
+	default:
+		if p.Headers != nil {
+			p.Headers.Request(&ctx.Request.Header)
+		}
+		t.serve(ctx)
 	}
-	if p.Headers != nil {
-		p.Headers.Request(&ctx.Request.Header)
-	}
-	t.serve(ctx)
 	respondAccess(ctx, p)
+}
+
+// authenticate runs the tenant's auth, if any, and reports whether the
+// request may go on; a refused one has been answered 401.
+func authenticate(ctx *fasthttp.RequestCtx, rs *reqState, p *auth.Policy) bool {
+	if p.Auth == nil {
+		return true
+	}
+	id, res := p.Auth.Authenticate(ctx)
+	if res.Failed() {
+		rs.errKind = codeUnauthorized
+		writeError(ctx, rs.reqID, fasthttp.StatusUnauthorized, codeUnauthorized, "missing or invalid credentials")
+		p.Auth.Challenge(&ctx.Response.Header, res)
+		return false
+	}
+	rs.ident = id
+	return true
 }
 
 // respondAccess applies the response side of a policy.

@@ -457,11 +457,17 @@ tenants:
       expose_headers: [X-Request-ID]
       allow_credentials: true
       max_age: 10m
+    ip: {deny: [192.0.2.0/24]}
+    headers:
+      response: {set: {X-Frame-Options: DENY}}
 `, up.url()))
 	resp := g.do("OPTIONS", "", "/items", nil, "Origin", "https://shop.example.com",
 		"Access-Control-Request-Method", "DELETE", "Access-Control-Request-Headers", "x-api-key")
 	if resp.StatusCode() != 204 {
 		t.Fatalf("preflight: %d %s", resp.StatusCode(), resp.Body())
+	}
+	if string(resp.Header.Peek("X-Frame-Options")) != "DENY" {
+		t.Error("response header rules not applied to the preflight answer")
 	}
 	for k, want := range map[string]string{
 		"Access-Control-Allow-Origin":      "https://shop.example.com",
@@ -495,6 +501,9 @@ tenants:
 	unauthorized(t, resp, "")
 	if string(resp.Header.Peek("Access-Control-Allow-Origin")) != "https://app.example.com" {
 		t.Error("a 401 lacks CORS headers: the browser cannot read it")
+	}
+	if string(resp.Header.Peek("X-Frame-Options")) != "DENY" {
+		t.Error("response header rules not applied to the gateway's 401")
 	}
 	resp = g.get("/items", "Origin", "https://evil.test", "X-API-Key", "web-key-0123456789abcdef")
 	if resp.StatusCode() != 200 || len(resp.Header.Peek("Access-Control-Allow-Origin")) != 0 {
