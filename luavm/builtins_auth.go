@@ -82,7 +82,13 @@ func (v *vm) authMiddleware(L *lua.LState, method string) int {
 	if v.build == nil {
 		L.RaiseError("%s can only be called while the script loads", name)
 	}
+	// Building is Go work too (reading key files, a dummy bcrypt hash for
+	// unknown users): it must not spend the load budget of the VM.
+	if !v.dl.pause() {
+		L.RaiseError("%s", errTimeoutText)
+	}
 	a, err := v.s.authenticator(method, opts)
+	v.dl.resume()
 	if err != nil {
 		v.build.record(callerPos(L).errorf("%s: %s", name, err))
 		a = nil
@@ -95,7 +101,15 @@ func (v *vm) authMiddleware(L *lua.LState, method string) int {
 				v.s.host.WriteError(ctx, fasthttp.StatusUnauthorized, "missing or invalid credentials")
 				return 0
 			}
+			// Verification is Go work with bounds of its own (bcrypt
+			// is tens of milliseconds by design; an unknown kid may
+			// wait for a JWKS fetch): it must not spend the script's
+			// max_execution, as keystone.Proxy's wait does not.
+			if !v.dl.pause() {
+				L.RaiseError("%s", errTimeoutText)
+			}
 			id, res := a.Authenticate(ctx)
+			v.dl.resume()
 			if res.Failed() {
 				v.s.host.WriteError(ctx, fasthttp.StatusUnauthorized, "missing or invalid credentials")
 				a.Challenge(&ctx.Response.Header, res)

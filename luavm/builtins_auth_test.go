@@ -1,11 +1,14 @@
 package luavm
 
 import (
+	"encoding/base64"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // TestAuthMiddlewareIsSharedBetweenVMs loads a script whose pool holds
@@ -73,5 +76,33 @@ func TestAuthMiddlewareOptionErrors(t *testing.T) {
 		if got := err.Error(); !strings.Contains(got, "main.lua:2:") || !strings.Contains(got, c.want) {
 			t.Errorf("%s:\n got %s\nwant main.lua:2: ... %s", c.src, got, c.want)
 		}
+	}
+}
+
+// TestAuthMiddlewareDoesNotSpendTheLuaBudget protects a route with basic
+// auth at bcrypt's default cost (50ms and more, ten times that under the race
+// detector) under a Lua budget of 20ms: the check runs with the Lua clock
+// paused, so the request succeeds.
+func TestAuthMiddlewareDoesNotSpendTheLuaBudget(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.DefaultCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	cfg := testConfig(nil)
+	cfg.PoolSize = 1
+	cfg.MaxExecution = 20 * time.Millisecond
+	s := e.load(t, cfg, fstest.MapFS{
+		"main.lua": {Data: []byte(`
+local r = chi.NewRouter()
+r:With(keystone.auth.basic{htpasswd_file = "users"}):Get("/", function(w, req) w:Write("in") end)
+return r
+`)},
+		"users": {Data: []byte("bob:" + string(hash) + "\n")},
+	}, "main.lua", Options{})
+	f := serveScript(t, s)
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("bob:pw"))
+	if r := f.do(t, "GET", "/", map[string]string{"Authorization": basic}, ""); r.status != 200 || r.body != "in" {
+		t.Errorf("status %d body %q, want the handler to run after a slow bcrypt check", r.status, r.body)
 	}
 }
