@@ -305,6 +305,18 @@ type Tenant struct {
 	// request that never reached an upstream), budget_ratio 0.2,
 	// backoff 0.
 	Retries Retries `yaml:"retries"`
+
+	// Auth requires credentials (JWT, API key, basic). Nil: none.
+	Auth *Auth `yaml:"auth"`
+
+	// IP allows or denies client addresses. Nil: all allowed.
+	IP *IPRules `yaml:"ip"`
+
+	// CORS answers preflights and adds CORS headers. Nil: none.
+	CORS *CORS `yaml:"cors"`
+
+	// Headers changes request and response headers. Nil: none.
+	Headers *HeaderRules `yaml:"headers"`
 }
 
 // Upstream is one server a tenant proxies to.

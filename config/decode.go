@@ -55,6 +55,10 @@ type decoder struct {
 	// aliases maps each alias to the node its anchor names, resolved in
 	// document order by prepare.
 	aliases map[*ast.AliasNode]ast.Node
+
+	// baseDir is where files named by the config (key files) are
+	// resolved.
+	baseDir string
 }
 
 func newDecoder(errs *errorSet, lookup func(string) (string, bool)) *decoder {
@@ -470,6 +474,8 @@ func (d *decoder) decode(path string, key *token.Token, n ast.Node, v reflect.Va
 		v.Set(ptr)
 	case t.Kind() == reflect.Slice:
 		d.decodeSlice(path, n, v)
+	case t.Kind() == reflect.Map:
+		d.decodeMap(path, n, v)
 	default:
 		d.decodeScalar(path, n, forceStr, v)
 	}

@@ -160,7 +160,10 @@ func newDefault(t reflect.Type) reflect.Value {
 	case reflect.TypeFor[CircuitBreaker]():
 		v = defaultCircuitBreaker()
 	default:
-		return p
+		var ok bool
+		if v, ok = authDefault(t); !ok {
+			return p
+		}
 	}
 	p.Elem().Set(reflect.ValueOf(v))
 	return p

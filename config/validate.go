@@ -433,6 +433,7 @@ func validateTenant(c *Config, d *decoder, t *Tenant, tp string) (hosts []string
 		between(d, p+".half_open_max_requests", b.HalfOpenMaxRequests, 1, 100000)
 	}
 	validateRetries(d, &t.Retries, tp+".retries")
+	validateAccess(d, t, tp)
 	return hosts, prefixOK
 }
 

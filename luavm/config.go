@@ -175,4 +175,9 @@ type Options struct {
 	// RequestIDHeader names the request id header read for logs.
 	// If empty, "X-Request-ID".
 	RequestIDHeader string
+
+	// Auth is the tenant's access control, for keystone.auth middleware
+	// (builtins_auth.go). If nil, the middleware takes every setting from
+	// its options.
+	Auth *AuthConfig
 }

@@ -325,6 +325,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		// same value again for the upstream.
 		setOnly(h, snap.reqIDHeader, rs.reqID)
 	}
+	if t.access != nil {
+		serveAccess(ctx, rs, t)
+		return
+	}
 	rs.serveTenant(ctx, t)
 }
 

@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/keystone-gateway/keystone/admin"
+	"github.com/keystone-gateway/keystone/auth"
 	"github.com/keystone-gateway/keystone/balancer"
 	"github.com/keystone-gateway/keystone/breaker"
 	"github.com/keystone-gateway/keystone/config"
@@ -132,6 +133,9 @@ type tenant struct {
 	// route and stats are the tenant's counters (nil: metrics off).
 	route *observe.RouteStats
 	stats *observe.TenantStats
+	// access is the tenant's auth, ip, cors and headers policy; nil when
+	// it has none (access.go).
+	access *auth.Policy
 }
 
 // build compiles cfg into a snapshot: tenant index, upstream pools, breakers,
@@ -167,6 +171,9 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 		}
 		snap.pools = append(snap.pools, p)
 		t := &tenant{cfg: tc, pool: p, serve: p.serve}
+		if t.access, err = auth.New(tc, auth.Options{Logger: s.log.With("tenant", tc.Name)}); err != nil {
+			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
+		}
 		s.observeTenant(snap, t)
 		snap.tenants = append(snap.tenants, t)
 		snap.byName[tc.Name] = t
@@ -201,6 +208,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			Fallback:        fallback,
 			RequestIDHeader: string(snap.reqIDHeader),
 			ScriptsDir:      cfg.ScriptsDir,
+			Auth:            &luavm.AuthConfig{Base: t.cfg.Auth, Policy: t.access, Logger: s.log.With("tenant", t.cfg.Name)},
 		})
 		if err != nil {
 			scriptErrs = append(scriptErrs, err)
@@ -406,6 +414,9 @@ func (snap *snapshot) start() {
 	for _, c := range snap.checkers {
 		c.Start()
 	}
+	for _, t := range snap.tenants {
+		t.access.Start()
+	}
 }
 
 // close stops the snapshot's background work and releases its scripts. The
@@ -415,6 +426,7 @@ func (snap *snapshot) close() {
 		c.Stop()
 	}
 	for _, t := range snap.tenants {
+		t.access.Stop()
 		if t.script != nil {
 			t.script.Close()
 		}
@@ -500,6 +512,8 @@ func (h *scriptHost) WriteError(ctx *fasthttp.RequestCtx, status int, msg string
 	switch {
 	case status == fasthttp.StatusNotFound:
 		code = codeNotFound
+	case status == fasthttp.StatusUnauthorized:
+		code = codeUnauthorized
 	case status == fasthttp.StatusMethodNotAllowed:
 		code = codeMethodNotAllowed
 	case status == fasthttp.StatusServiceUnavailable:
