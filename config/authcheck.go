@@ -206,7 +206,7 @@ func validateJWT(d *decoder, j *JWT, p string) {
 			continue
 		case !slices.Contains(allJWTAlg, alg):
 			msg := fmt.Sprintf("expected one of %s, got %q", strings.Join(allJWTAlg, ", "), clip(alg))
-			if s := suggest(alg, allJWTAlg); s != "" {
+			if s := Suggest(alg, allJWTAlg); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			}
 			d.errorAt(ap, "%s", msg)

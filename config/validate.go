@@ -496,7 +496,7 @@ func validateRetries(d *decoder, r *Retries, p string) {
 			on.Statuses = append(on.Statuses, code)
 		default:
 			msg := fmt.Sprintf("expected connect_error, timeout or a status code within 500..599, got %q", clip(s))
-			if sug := suggest(s, []string{"connect_error", "timeout"}); sug != "" {
+			if sug := Suggest(s, []string{"connect_error", "timeout"}); sug != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", sug)
 			}
 			d.errorAt(ip, "%s", msg)
@@ -732,7 +732,7 @@ func oneOf(d *decoder, p, v string, allowed ...string) {
 		return
 	}
 	msg := fmt.Sprintf("expected %s, got %q", orList(allowed), clip(v))
-	if s := suggest(v, allowed); s != "" {
+	if s := Suggest(v, allowed); s != "" {
 		msg += fmt.Sprintf(" (did you mean %q?)", s)
 	}
 	d.errorAt(p, "%s", msg)

@@ -390,7 +390,7 @@ func luaOptions(t *lua.LTable, allowed []string) (map[string]any, error) {
 		name := string(ks)
 		if !slices.Contains(allowed, name) {
 			msg := fmt.Sprintf("unknown option %q", name)
-			if s := closest(name, allowed); s != "" {
+			if s := config.Suggest(name, allowed); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			}
 			err = fmt.Errorf("%s", msg)
@@ -470,37 +470,6 @@ func describeOpt(v any) string {
 		return "a list"
 	}
 	return "a table"
-}
-
-// closest returns the allowed name within edit distance 2 of s, or "".
-func closest(s string, allowed []string) string {
-	best, bestD := "", 3
-	for _, a := range allowed {
-		if d := editDistance(s, a); d < bestD {
-			best, bestD = a, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // reqAuth is req.Auth: {method = ..., consumer = ..., claims = {...}} for
