@@ -158,6 +158,12 @@ type Logging struct {
 	// answered with an error of its own, or with a 5xx, are always
 	// written. Default 1.
 	AccessLogSample float64 `yaml:"access_log_sample"`
+
+	// AccessLogFile, if set, is the file access lines are appended to
+	// instead of Output (the other logs stay on Output). It is created if
+	// missing and reopened at the same path on SIGUSR1, logrotate's
+	// convention. Default "" (access lines go to Output).
+	AccessLogFile string `yaml:"access_log_file"`
 }
 
 // Metrics configures the Prometheus text endpoint, served on the main

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"fmt"
 	"io/fs"
 	"math"
@@ -189,6 +191,12 @@ func validateLogging(l *Logging, d *decoder) {
 	oneOf(d, "logging.level", l.Level, "debug", "info", "warn", "error")
 	oneOf(d, "logging.format", l.Format, "json", "text")
 	oneOf(d, "logging.output", l.Output, "stdout", "stderr")
+	if f := l.AccessLogFile; f != "" {
+		// Checked, not created: keystone check must not write files.
+		if st, err := os.Stat(filepath.Dir(f)); err != nil || !st.IsDir() {
+			d.errorAt("logging.access_log_file", "expected a file in an existing directory, got %q", clip(f))
+		}
+	}
 }
 
 func validateObserve(c *Config, d *decoder) {

@@ -117,5 +117,5 @@ func (s *Server) writeAccess(rs *reqState, id *auth.Identity, status int, size i
 		slog.String("consumer", consumer),
 		slog.String("auth_method", method),
 	}
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request", append(append(attrs[:], rs.traceAttrs()...), extra...)...)
+	s.access.LogAttrs(context.Background(), slog.LevelInfo, "request", append(append(attrs[:], rs.traceAttrs()...), extra...)...)
 }

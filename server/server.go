@@ -47,7 +47,11 @@ type Options struct {
 // ListenAndServe, stop it with Shutdown. Its methods are safe for
 // concurrent use.
 type Server struct {
-	log     *slog.Logger
+	log *slog.Logger
+	// access receives the access lines: log, or a logger on accessFile
+	// (logging.access_log_file), which ReopenLogs reopens.
+	access     *slog.Logger
+	accessFile *logFile
 	version string
 	started time.Time
 
@@ -95,6 +99,15 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			out = os.Stderr
 		}
 		s.log = NewLogger(cfg.Logging, out)
+	}
+	s.access = s.log
+	if path := cfg.Logging.AccessLogFile; path != "" {
+		f, err := openLogFile(path)
+		if err != nil {
+			return nil, err
+		}
+		s.accessFile = f
+		s.access = NewLogger(cfg.Logging, f)
 	}
 	if s.version == "" {
 		s.version = "dev"
@@ -242,10 +255,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.exporter != nil {
 		s.exporter.Stop(ctx) // sends the spans of the last requests
 	}
+	if s.accessFile != nil {
+		s.accessFile.Close() // after the cut-off lines
+	}
 	if err != nil {
 		return fmt.Errorf("server: shutdown: %w", err)
 	}
 	return nil
+}
+
+// ReopenLogs reopens the access log file at its path (logrotate's
+// SIGUSR1), or does nothing when access lines go to the main log.
+func (s *Server) ReopenLogs() error {
+	if s.accessFile == nil {
+		return nil
+	}
+	return s.accessFile.Reopen()
 }
 
 // store returns the keystone.store of a tenant, creating it once.
