@@ -120,6 +120,10 @@ type Server struct {
 	// client sends a valid one and generated otherwise. Default
 	// "X-Request-ID".
 	RequestIDHeader string `yaml:"request_id_header"`
+
+	// Compression compresses responses for clients that accept it; a
+	// tenant's compression block overrides it.
+	Compression Compression `yaml:"compression"`
 }
 
 // Admin configures the admin JSON endpoints served on the main listener.
@@ -258,6 +262,20 @@ type Tenant struct {
 	// request that never reached an upstream), budget_ratio 0.2,
 	// backoff 0.
 	Retries Retries `yaml:"retries"`
+
+	// Compression overrides server.compression for this tenant, key by
+	// key. Nil: the server's.
+	Compression *Compression `yaml:"compression"`
+
+	// WebSocket configures upgraded connections (WebSocket and
+	// UpgradeProtocols).
+	WebSocket WebSocket `yaml:"websocket"`
+
+	// UpgradeProtocols lists the other protocols ("Upgrade: name" or
+	// "name/version") the tenant lets clients upgrade to; they are
+	// relayed like WebSocket connections, with websocket's timeouts.
+	// Default: none.
+	UpgradeProtocols []string `yaml:"upgrade_protocols"`
 }
 
 // Upstream is one server a tenant proxies to.

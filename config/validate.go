@@ -109,6 +109,7 @@ func validateServer(s *Server, d *decoder) {
 	if !httpguts.ValidHeaderFieldName(s.RequestIDHeader) {
 		d.errorAt("server.request_id_header", "expected a header name such as \"X-Request-ID\", got %q", clip(s.RequestIDHeader))
 	}
+	validateCompression(d, &s.Compression, "server.compression")
 }
 
 // TrustedNets returns TrustedProxies as prefixes, single addresses as /32
@@ -405,6 +406,10 @@ func validateTenant(c *Config, d *decoder, t *Tenant, tp string) (hosts []string
 		between(d, p+".half_open_max_requests", b.HalfOpenMaxRequests, 1, 100000)
 	}
 	validateRetries(d, &t.Retries, tp+".retries")
+	if t.Compression != nil {
+		validateCompression(d, t.Compression, tp+".compression")
+	}
+	validateWebSocket(d, &t.WebSocket, t.UpgradeProtocols, tp)
 	return hosts, prefixOK
 }
 

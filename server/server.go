@@ -308,6 +308,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		setOnly(h, snap.reqIDHeader, rs.reqID)
 	}
 	t.serve(ctx)
+	if t.compress != nil {
+		t.compress.apply(ctx)
+	}
 }
 
 // rejectMalformed answers requests the gateway must not forward and reports

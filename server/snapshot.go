@@ -126,6 +126,8 @@ type tenant struct {
 	// serve handles a request matched to the tenant: the script's router
 	// (which falls back to the pool) or the pool itself.
 	serve fasthttp.RequestHandler
+	// compress is the compression stage run after serve; nil when off.
+	compress *compressor
 }
 
 // build compiles cfg into a snapshot: tenant index, upstream pools, breakers,
@@ -159,7 +161,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
 		}
 		snap.pools = append(snap.pools, p)
-		t := &tenant{cfg: tc, pool: p, serve: p.serve}
+		t := &tenant{cfg: tc, pool: p, serve: p.serve, compress: newCompressor(cfg.CompressionFor(tc))}
 		snap.tenants = append(snap.tenants, t)
 		snap.byName[tc.Name] = t
 		prefix := tc.PathPrefix
