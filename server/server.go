@@ -64,6 +64,10 @@ type Server struct {
 	lnMu sync.Mutex
 	ln   net.Listener
 
+	// tunnels are the upgraded (WebSocket) connections, which outlive
+	// the requests that opened them and fasthttp does not track.
+	tunnels *tunnels
+
 	// inflight tracks requests in flight while the access log is on, so
 	// that Shutdown logs those its grace period cuts off. Nil when the
 	// access log is off.
@@ -81,6 +85,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		version: opts.Version,
 		started: time.Now(),
 		stores:  make(map[string]luavm.Store),
+		tunnels: newTunnels(),
 	}
 	if s.log == nil {
 		out := os.Stdout
@@ -168,8 +173,11 @@ func (s *Server) newFastHTTP(cfg *config.Config) *fasthttp.Server {
 		MaxConnsPerIP:                sc.MaxConnsPerIP,
 		// Idle keep-alive connections give their read buffers back to
 		// the pool: 10,000 idle clients must not pin 10,000 × 40 KiB.
-		ReduceMemoryUsage:     true,
-		CloseOnShutdown:       true,
+		ReduceMemoryUsage: true,
+		CloseOnShutdown:   true,
+		// Upgraded connections are closed by their tunnel, which lets
+		// go of fasthttp's read buffer first (websocket.go).
+		KeepHijackedConns:     true,
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
 		SecureErrorLogMessage: true,
@@ -226,6 +234,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err != nil && s.inflight != nil {
 		s.inflight.cutOff(s.cutOffLog)
 	}
+	// fasthttp does not wait for hijacked connections: upgraded ones
+	// run until the grace ends, then get a close frame.
+	s.tunnels.shutdown(ctx)
 	if snap := s.snap.Load(); snap != nil {
 		snap.close()
 	}

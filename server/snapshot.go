@@ -222,6 +222,7 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 		trusted:      snap.trusted,
 		reqIDHeader:  snap.reqIDHeader,
 		replayBody:   int(snap.cfg.Server.StreamRequestBodyOver),
+		upgrade:      newUpgradePolicy(tc, s.tunnels),
 	}
 	if p.prefix != nil && string(p.prefix) == "/" {
 		p.prefix = nil
