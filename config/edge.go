@@ -135,11 +135,14 @@ func validateCompression(d *decoder, c *Compression, p string) {
 	if c.MinSize < 0 {
 		d.errorAt(p+".min_size", "expected a size of at least 0, got %s", c.MinSize)
 	}
-	if strings.HasPrefix(p, "tenants") && !d.isSet(p+".types") {
-		return // inherited from server.compression, checked there
-	}
+	// Types a tenant inherits from server.compression are reported
+	// there, once.
+	inherited := strings.HasPrefix(p, "tenants") && !d.isSet(p+".types")
 	for i, t := range c.Types {
 		if !validMediaType(t) {
+			if inherited {
+				continue
+			}
 			d.errorAt(fmt.Sprintf("%s.types[%d]", p, i), "expected a media type such as \"application/json\", without parameters, got %q", clip(t))
 			continue
 		}
@@ -180,7 +183,7 @@ func validateWebSocket(d *decoder, w *WebSocket, protocols []string, p string) {
 		name, _, _ := strings.Cut(proto, "/")
 		switch {
 		case !isToken(name) || strings.Count(proto, "/") > 1 || strings.HasSuffix(proto, "/"):
-			d.errorAt(pp, "expected a protocol name such as \"h2c\" or \"foo/1\", got %q", clip(proto))
+			d.errorAt(pp, "expected a protocol name such as \"foo\" or \"foo/1\", got %q", clip(proto))
 		case strings.EqualFold(name, "websocket"):
 			d.errorAt(pp, "websocket is configured by websocket.enabled, not upgrade_protocols")
 		case strings.EqualFold(name, "h2c"), strings.EqualFold(name, "http"), strings.EqualFold(name, "tls"):

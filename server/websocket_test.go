@@ -502,3 +502,49 @@ tenants:
 		t.Fatalf("dead upstream: %v, %v; want 502", err, resp)
 	}
 }
+
+// FuzzFrameTracker checks that the frame tracker reaches the same state
+// whatever the reads that cut a stream of frames, and never panics on
+// garbage.
+func FuzzFrameTracker(f *testing.F) {
+	f.Add([]byte{0x81, 0x05, 'h', 'e', 'l', 'l', 'o', 0x88, 0x02, 0x03, 0xe8}, 3)
+	f.Add([]byte{0x82, 0xfe, 0x00, 0x04, 1, 2, 3, 4, 9, 9, 9, 9}, 5)
+	f.Add([]byte{0x82, 0x7f, 0, 0, 0, 0, 0, 0, 0, 1, 0xaa}, 9)
+	f.Fuzz(func(t *testing.T, stream []byte, cut int) {
+		var whole, split frameTracker
+		whole.feed(stream)
+		if cut < 0 {
+			cut = -cut
+		}
+		if len(stream) > 0 {
+			cut %= len(stream) + 1
+		} else {
+			cut = 0
+		}
+		split.feed(stream[:cut])
+		split.feed(stream[cut:])
+		if whole != split {
+			t.Fatalf("state after one read %+v differs from after two %+v", whole, split)
+		}
+	})
+}
+
+func TestFrameTracker(t *testing.T) {
+	t.Parallel()
+	var f frameTracker
+	// A masked 300-byte binary frame: 126 length form, mask key, payload.
+	frame := append([]byte{0x82, 0x80 | 126, 0x01, 0x2c, 1, 2, 3, 4}, make([]byte, 300)...)
+	for i, b := range frame {
+		if f.atBoundary() != (i == 0) {
+			t.Fatalf("byte %d: atBoundary %v", i, f.atBoundary())
+		}
+		f.feed([]byte{b})
+	}
+	if !f.atBoundary() || f.sawClose {
+		t.Fatalf("after the frame: %+v", f)
+	}
+	f.feed([]byte{0x88, 0x00})
+	if !f.atBoundary() || !f.sawClose {
+		t.Fatalf("after a close frame: %+v", f)
+	}
+}
