@@ -8,9 +8,10 @@
 //	       → admin (on the normalized path) → tenant match
 //	       → tenant script (luavm router, middleware) → proxy stage:
 //	         pick → breaker → forward → report → retry
-//	       → response headers → access log
+//	         (an upgrade: pick → breaker → own connection → 101 → tunnel)
+//	       → compression → response headers → access log
 //
-// Stages not built yet (auth, rate limits, caching, compression, tracing)
+// Stages not built yet (auth, rate limits, caching, tracing)
 // would slot in between the tenant match and the proxy stage, or around it,
 // as handlers of the same shape.
 package server

@@ -548,3 +548,35 @@ func TestFrameTracker(t *testing.T) {
 		t.Fatalf("after a close frame: %+v", f)
 	}
 }
+
+func TestWebSocketMaxLifetime(t *testing.T) {
+	t.Parallel()
+	up := startWSUpstream(t)
+	g := wsGateway(t, up, "    websocket: {idle_timeout: 1m, max_lifetime: 400ms}\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := wsDial(t, ctx, "ws://"+g.addr+"/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	start := time.Now()
+	// Busy all along: the lifetime ends it anyway.
+	for {
+		if err = c.Write(ctx, websocket.MessageText, []byte("busy")); err != nil {
+			// Closing already: the read reports how.
+			_, _, err = c.Read(ctx)
+			break
+		}
+		if _, _, err = c.Read(ctx); err != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := websocket.CloseStatus(err); st != websocket.StatusGoingAway {
+		t.Fatalf("ended with %v, want close status 1001", err)
+	}
+	if d := time.Since(start); d < 400*time.Millisecond || d > 5*time.Second {
+		t.Errorf("closed after %v, want about the 400ms lifetime", d)
+	}
+}
