@@ -115,8 +115,14 @@ func (p *pool) serveUpgrade(ctx *fasthttp.RequestCtx, rs *reqState) bool {
 	h.SetBytesV(fasthttp.HeaderUpgrade, proto)
 
 	var tried balancer.Set
-	for failovers := 0; ; failovers++ {
-		i := p.picker.Pick(tried)
+	rejected := 0 // picks refused by an open or busy breaker
+	next := -1    // the upstream a failover picked
+	for {
+		i := next
+		if i < 0 {
+			i = p.picker.Pick(tried)
+		}
+		next = -1
 		if i < 0 {
 			p.unavailable(ctx, rs)
 			return true
@@ -125,11 +131,11 @@ func (p *pool) serveUpgrade(ctx *fasthttp.RequestCtx, rs *reqState) bool {
 		tried = tried.With(i)
 		tok, allowed := up.Breaker.Allow()
 		if !allowed {
-			if failovers < len(p.ups) {
-				continue
+			if rejected++; rejected > len(p.ups) {
+				p.unavailable(ctx, rs)
+				return true
 			}
-			p.unavailable(ctx, rs)
-			return true
+			continue
 		}
 		rs.upstream = up
 		rs.attempts++
@@ -140,9 +146,14 @@ func (p *pool) serveUpgrade(ctx *fasthttp.RequestCtx, rs *reqState) bool {
 			f = failStatus
 		}
 		up.report(tok, f, err, f == failStatus && !p.retry.statuses.has(status))
-		if !f.sent() && failovers < len(p.ups)-1 {
-			ctx.Response.Reset()
-			continue
+		if !f.sent() {
+			// Nothing reached the upstream: one the request has not
+			// tried takes it, as for a plain request (pool.serve).
+			if j := p.picker.Pick(tried); j >= 0 {
+				next = j
+				ctx.Response.Reset()
+				continue
+			}
 		}
 		if f != failNone && f != failStatus {
 			p.fail(ctx, rs, f)
@@ -426,7 +437,7 @@ func (t *tunnel) start(c net.Conn, head, fromUpstream []byte) {
 	_ = raw.SetWriteDeadline(time.Now().Add(t.idle))
 	if _, err := raw.Write(head); err != nil || !t.toClient.write(t, fromUpstream) || !t.toUpstream.write(t, fromClient) {
 		t.running.Store(1)
-		t.stopped()
+		t.stopped(nil)
 		return
 	}
 	t.running.Store(2)
@@ -437,7 +448,7 @@ func (t *tunnel) start(c net.Conn, head, fromUpstream []byte) {
 // copy relays src to dst until src ends, the tunnel idles or outlives its
 // lifetime, or the gateway closes it.
 func (t *tunnel) copy(src net.Conn, dst *side) {
-	defer t.stopped()
+	defer t.stopped(src)
 	buf := make([]byte, tunnelBuf)
 	for {
 		_ = src.SetReadDeadline(t.deadline())
@@ -498,12 +509,21 @@ func (t *tunnel) close(code uint16) {
 	})
 }
 
-// stopped is called by each copier as it ends; the first closes both
-// connections (so the other's read returns), the last unregisters.
-func (t *tunnel) stopped() {
-	t.client.Close()
-	t.upstream.Close()
+// stopped is called by each copier as it ends, with the connection it read
+// (nil from start). Outside a close the first closes both connections, so
+// the other's read returns; while the gateway closes the tunnel, only its
+// own, so the other peer can still answer the close frame within the
+// linger. The last unregisters.
+func (t *tunnel) stopped(src net.Conn) {
+	if src != nil && t.closingAt.Load() != 0 {
+		src.Close()
+	} else {
+		t.client.Close()
+		t.upstream.Close()
+	}
 	if t.running.Add(-1) == 0 {
+		t.client.Close()
+		t.upstream.Close()
 		t.reg.remove(t)
 		close(t.done)
 	}

@@ -555,12 +555,12 @@ func TestWebSocketMaxLifetime(t *testing.T) {
 	g := wsGateway(t, up, "    websocket: {idle_timeout: 1m, max_lifetime: 400ms}\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	start := time.Now() // before the upgrade, which starts the lifetime
 	c, _, err := wsDial(t, ctx, "ws://"+g.addr+"/echo")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.CloseNow()
-	start := time.Now()
 	// Busy all along: the lifetime ends it anyway.
 	for {
 		if err = c.Write(ctx, websocket.MessageText, []byte("busy")); err != nil {
@@ -578,5 +578,26 @@ func TestWebSocketMaxLifetime(t *testing.T) {
 	}
 	if d := time.Since(start); d < 400*time.Millisecond || d > 5*time.Second {
 		t.Errorf("closed after %v, want about the 400ms lifetime", d)
+	}
+}
+
+// TestWebSocketHangingUpstream checks that an upstream that accepts the
+// connection and never answers the handshake gets the request's timeout:
+// 504, and the upgrade is not left open.
+func TestWebSocketHangingUpstream(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, yamlf(`
+logging: {level: error}
+tenants:
+  - {name: hang, path_prefix: /, upstreams: [{url: "http://%s"}], timeouts: {request: 300ms}}
+`, hangingListener(t)))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, resp, err := wsDial(t, ctx, "ws://"+g.addr+"/echo")
+	if err == nil || resp == nil || resp.StatusCode != 504 {
+		t.Fatalf("hanging upstream: %v, %v; want 504", err, resp)
+	}
+	if n := upgradedCount(t, g, "hang"); n != 0 {
+		t.Errorf("upgraded_connections = %d after a failed handshake", n)
 	}
 }
