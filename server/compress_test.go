@@ -401,3 +401,29 @@ tenants:
 		}
 	}
 }
+
+// TestCompressionScriptAnswer checks that an answer a script writes itself
+// is compressed like an upstream's.
+func TestCompressionScriptAnswer(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, `
+logging: {level: error}
+server: {compression: {enabled: true}}
+tenants:
+  - {name: lua, path_prefix: /, script: big.lua}
+`, "big.lua", `
+local r = chi.NewRouter()
+r:Get("/big", function(w, req)
+  w:Header():Set("Content-Type", "text/plain; charset=utf-8")
+  w:Write(string.rep("keystone ", 1000))
+end)
+return r
+`)
+	resp := g.get("/big", "Accept-Encoding", "zstd;q=0.5, gzip")
+	if enc := string(resp.Header.ContentEncoding()); enc != "gzip" {
+		t.Fatalf("Content-Encoding = %q, want gzip", enc)
+	}
+	if got := decode(t, "gzip", resp.Body()); string(got) != strings.Repeat("keystone ", 1000) {
+		t.Fatalf("decoded %d bytes, want the script's 9000", len(got))
+	}
+}
