@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,7 @@ type wsUpstream struct {
 	// upstream saw it end.
 	closes chan websocket.StatusCode
 	opened atomic.Int64
+	mux    *http.ServeMux
 }
 
 func startWSUpstream(t *testing.T) *wsUpstream {
@@ -69,6 +71,7 @@ func startWSUpstream(t *testing.T) *wsUpstream {
 			}
 		}
 	})
+	u.mux = mux
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +81,35 @@ func startWSUpstream(t *testing.T) *wsUpstream {
 	go srv.Serve(ln) //nolint:errcheck
 	t.Cleanup(func() { srv.Close() })
 	return u
+}
+
+// TestWebSocketTLSUpstream relays a WebSocket to a wss (https://) upstream:
+// the gateway's own upstream connection does the TLS handshake, verified
+// against the upstream's certificate.
+func TestWebSocketTLSUpstream(t *testing.T) {
+	t.Parallel()
+	plain := startWSUpstream(t)
+	ts := httptest.NewTLSServer(plain.mux)
+	t.Cleanup(ts.Close)
+	g := startGateway(t, yamlf(`
+logging: {level: error}
+tenants:
+  - {name: wss, path_prefix: /, upstreams: [{url: %q}]}
+`, ts.URL))
+	trustUpstreams(g, ts.Certificate())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := wsDial(t, ctx, "ws://"+g.addr+"/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageBinary, []byte("over tls")); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := c.Read(ctx); err != nil || string(b) != "over tls" {
+		t.Fatalf("echo over a TLS upstream: %q, %v", b, err)
+	}
 }
 
 func (u *wsUpstream) record(r *http.Request) {
