@@ -124,6 +124,10 @@ type Server struct {
 	// client sends a valid one and generated otherwise. Default
 	// "X-Request-ID".
 	RequestIDHeader string `yaml:"request_id_header"`
+
+	// Compression compresses responses for clients that accept it; a
+	// tenant's compression block overrides it.
+	Compression Compression `yaml:"compression"`
 }
 
 // Admin configures the admin JSON endpoints served on the main listener.
@@ -323,6 +327,19 @@ type Tenant struct {
 
 	// Headers changes request and response headers. Nil: none.
 	Headers *HeaderRules `yaml:"headers"`
+	// Compression overrides server.compression for this tenant, key by
+	// key. Nil: the server's.
+	Compression *Compression `yaml:"compression"`
+
+	// WebSocket configures upgraded connections (WebSocket and
+	// UpgradeProtocols).
+	WebSocket WebSocket `yaml:"websocket"`
+
+	// UpgradeProtocols lists the other protocols ("Upgrade: name" or
+	// "name/version") the tenant lets clients upgrade to; they are
+	// relayed like WebSocket connections, with websocket's timeouts.
+	// Default: none.
+	UpgradeProtocols []string `yaml:"upgrade_protocols"`
 }
 
 // Upstream is one server a tenant proxies to.

@@ -35,6 +35,7 @@ func defaultConfig() Config {
 			MaxConns:              262144,
 			ShutdownGrace:         Duration(15 * time.Second),
 			RequestIDHeader:       "X-Request-ID",
+			Compression:           defaultCompression(),
 		},
 		Admin: Admin{
 			Enabled: true,
@@ -87,6 +88,7 @@ func finishDefaults(c *Config, set func(path string) bool) {
 			t.OutlierDetection = &od
 		}
 	}
+	inheritCompression(c, set)
 }
 
 // defaultTenant returns a Tenant with every default set.
@@ -104,6 +106,7 @@ func defaultTenant() Tenant {
 			MaxConnWait: Duration(1 * time.Second),
 		},
 		MaxResponseBody: 64 * MiB,
+		WebSocket:       defaultWebSocket(),
 		Retries: Retries{
 			Attempts:    1,
 			On:          []string{"connect_error"},
@@ -159,6 +162,8 @@ func newDefault(t reflect.Type) reflect.Value {
 		v = defaultOutlierDetection()
 	case reflect.TypeFor[CircuitBreaker]():
 		v = defaultCircuitBreaker()
+	case reflect.TypeFor[Compression]():
+		v = defaultCompression()
 	default:
 		var ok bool
 		if v, ok = authDefault(t); !ok {

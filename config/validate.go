@@ -1,15 +1,15 @@
 package config
 
 import (
-	"os"
-	"path/filepath"
 	"fmt"
 	"io/fs"
 	"math"
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -112,6 +112,7 @@ func validateServer(s *Server, d *decoder) {
 	if !httpguts.ValidHeaderFieldName(s.RequestIDHeader) {
 		d.errorAt("server.request_id_header", "expected a header name such as \"X-Request-ID\", got %q", clip(s.RequestIDHeader))
 	}
+	validateCompression(d, &s.Compression, "server.compression")
 }
 
 // TrustedNets returns TrustedProxies as prefixes, single addresses as /32
@@ -442,6 +443,10 @@ func validateTenant(c *Config, d *decoder, t *Tenant, tp string) (hosts []string
 	}
 	validateRetries(d, &t.Retries, tp+".retries")
 	validateAccess(d, t, tp)
+	if t.Compression != nil {
+		validateCompression(d, t.Compression, tp+".compression")
+	}
+	validateWebSocket(d, &t.WebSocket, t.UpgradeProtocols, tp)
 	return hosts, prefixOK
 }
 

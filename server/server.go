@@ -8,9 +8,10 @@
 //	       → admin (on the normalized path) → tenant match
 //	       → tenant script (luavm router, middleware) → proxy stage:
 //	         pick → breaker → forward → report → retry
-//	       → response headers → access log
+//	         (an upgrade: pick → breaker → own connection → 101 → tunnel)
+//	       → compression → response headers → access log
 //
-// Stages not built yet (auth, rate limits, caching, compression, tracing)
+// Stages not built yet (auth, rate limits, caching, tracing)
 // would slot in between the tenant match and the proxy stage, or around it,
 // as handlers of the same shape.
 package server
@@ -52,8 +53,8 @@ type Server struct {
 	// (logging.access_log_file), which ReopenLogs reopens.
 	access     *slog.Logger
 	accessFile *logFile
-	version string
-	started time.Time
+	version    string
+	started    time.Time
 
 	// snap is the published snapshot. Stored by New (and by a reload),
 	// loaded once at the start of every request.
@@ -68,6 +69,10 @@ type Server struct {
 
 	lnMu sync.Mutex
 	ln   net.Listener
+
+	// tunnels are the upgraded (WebSocket) connections, which outlive
+	// the requests that opened them and fasthttp does not track.
+	tunnels *tunnels
 
 	// inflight tracks requests in flight while the access log is on, so
 	// that Shutdown logs those its grace period cuts off. Nil when the
@@ -90,6 +95,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		version: opts.Version,
 		started: time.Now(),
 		stores:  make(map[string]luavm.Store),
+		tunnels: newTunnels(),
 	}
 	s.obs = observe.New(observe.Config{Version: opts.Version, ProcessMetrics: true})
 	s.obs.Collect(s.collectGauges)
@@ -190,8 +196,11 @@ func (s *Server) newFastHTTP(cfg *config.Config) *fasthttp.Server {
 		MaxConnsPerIP:                sc.MaxConnsPerIP,
 		// Idle keep-alive connections give their read buffers back to
 		// the pool: 10,000 idle clients must not pin 10,000 × 40 KiB.
-		ReduceMemoryUsage:     true,
-		CloseOnShutdown:       true,
+		ReduceMemoryUsage: true,
+		CloseOnShutdown:   true,
+		// Upgraded connections are closed by their tunnel, which lets
+		// go of fasthttp's read buffer first (websocket.go).
+		KeepHijackedConns:     true,
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
 		SecureErrorLogMessage: true,
@@ -249,6 +258,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err != nil && s.inflight != nil {
 		s.inflight.cutOff(s.cutOffLog)
 	}
+	// fasthttp does not wait for hijacked connections: upgraded ones
+	// run until the grace ends, then get a close frame.
+	s.tunnels.shutdown(ctx)
 	if snap := s.snap.Load(); snap != nil {
 		snap.close()
 	}
@@ -352,9 +364,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	if t.access != nil {
 		serveAccess(ctx, rs, t)
-		return
+	} else {
+		rs.serveTenant(ctx, t)
 	}
-	rs.serveTenant(ctx, t)
+	if t.compress != nil {
+		t.compress.apply(ctx)
+	}
 }
 
 // rejectMalformed answers requests the gateway must not forward and reports

@@ -136,6 +136,8 @@ type tenant struct {
 	// access is the tenant's auth, ip, cors and headers policy; nil when
 	// it has none (access.go).
 	access *auth.Policy
+	// compress is the compression stage run after serve; nil when off.
+	compress *compressor
 }
 
 // build compiles cfg into a snapshot: tenant index, upstream pools, breakers,
@@ -170,7 +172,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
 		}
 		snap.pools = append(snap.pools, p)
-		t := &tenant{cfg: tc, pool: p, serve: p.serve}
+		t := &tenant{cfg: tc, pool: p, serve: p.serve, compress: newCompressor(cfg.CompressionFor(tc))}
 		if t.access, err = auth.New(tc, auth.Options{Logger: s.log.With("tenant", tc.Name)}); err != nil {
 			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
 		}
@@ -237,6 +239,7 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 		trusted:      snap.trusted,
 		reqIDHeader:  snap.reqIDHeader,
 		replayBody:   int(snap.cfg.Server.StreamRequestBodyOver),
+		upgrade:      newUpgradePolicy(tc, s.tunnels),
 	}
 	if snap.obs.metricsEnabled {
 		p.stats = s.obs.Tenant(tc.Name, tc.Script)
