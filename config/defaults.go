@@ -51,6 +51,9 @@ func defaultConfig() Config {
 			CallStackSize:   200,
 			RegistryMaxSize: 262144,
 			MaxStringSize:   16 * MiB,
+			MaxMemory:       512 * MiB,
+			VMWait:          Duration(time.Second),
+			IdleVMTTL:       Duration(30 * time.Second),
 		},
 	}
 }

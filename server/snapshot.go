@@ -268,6 +268,9 @@ func (s *Server) luaConfig(cfg *config.Config) luavm.Config {
 		CallStackSize:   cfg.Lua.CallStackSize,
 		RegistryMaxSize: cfg.Lua.RegistryMaxSize,
 		MaxStringSize:   int(cfg.Lua.MaxStringSize),
+		MaxMemory:       int64(cfg.Lua.MaxMemory),
+		VMWait:          cfg.Lua.VMWait.D(),
+		IdleVMTTL:       cfg.Lua.IdleVMTTL.D(),
 		Logger:          s.log,
 	}
 }
