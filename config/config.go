@@ -167,9 +167,9 @@ type Lua struct {
 	MaxVMs int `yaml:"max_vms"`
 
 	// MaxMemory is the memory budget of one script's VMs and request
-	// threads (estimated at 160KiB per VM and 16KiB per in-flight
+	// threads (estimated at 128KiB per VM and 16KiB per in-flight
 	// request), which bounds its in-flight requests. Default 512MiB:
-	// about 30,000 in-flight requests.
+	// about 32,000 in-flight requests.
 	MaxMemory Size `yaml:"max_memory"`
 
 	// VMWait bounds how long a request queues for a VM or for room in

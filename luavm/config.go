@@ -27,10 +27,10 @@ type Config struct {
 
 	// MaxMemory is the memory budget of one script's VMs and request
 	// threads, which bounds its in-flight requests: each VM is charged
-	// 160 KiB and each in-flight (or idle pooled) request thread 16 KiB,
+	// 128 KiB and each in-flight (or idle pooled) request thread 16 KiB,
 	// the figures TestMemoryEstimates measures. PoolSize VMs always fit.
 	// A request finding the budget spent queues for up to VMWait. If
-	// zero, 512 MiB: 30,000 in-flight requests.
+	// zero, 512 MiB: 32,000 in-flight requests.
 	MaxMemory int64
 
 	// VMWait bounds how long a request queues for a thread and a VM when

@@ -79,14 +79,14 @@ type pool struct {
 	inflight                       atomic.Int64
 }
 
-// Per-object memory, in bytes, that the memory budget charges. Measured
+// Per-object memory, in bytes, that the memory budget charges: measured
 // by TestMemoryEstimates (heap delta over many objects after GC, with the
 // example middleware + keystone.Proxy script), which fails if either is
 // below what it measures. A VM's own estimate covers the sandbox, the
 // bindings and a small script; a script with large top-level tables costs
 // more per VM, which lua.max_vms bounds.
 const (
-	vmCost     = 160 << 10
+	vmCost     = 128 << 10
 	threadCost = 16 << 10
 )
 
