@@ -73,7 +73,7 @@ func (s *Script) acquire() (*thread, *vm, error) {
 			return nil, nil, err
 		}
 	}
-	v, create, _ := s.pool.getVM(false)
+	v, create := s.pool.getVM()
 	if v == nil {
 		var err error
 		if v, err = s.acquireVM(create, &w); err != nil {
@@ -166,26 +166,22 @@ func (s *Script) acquireVM(create bool, w *waitState) (*vm, error) {
 		if create {
 			return s.newLockedVM()
 		}
-		var v *vm
-		var ch chan *vm
-		if v, create, ch = s.pool.getVM(true); v != nil || create {
+		ch := s.pool.waitVM()
+		// Scan again after queueing: a VM unlocked in between told
+		// nobody.
+		v, create := s.pool.getVM()
+		if v != nil || create {
+			s.pool.cancelVMWait(ch)
 			if v != nil {
 				return v, nil
 			}
 			continue
 		}
 		select {
-		case v = <-ch:
-			if v != nil {
-				return v, nil
-			}
+		case <-ch:
 		case <-w.begin(s):
-			if !s.pool.cancelVMWait(ch) {
-				if v = <-ch; v != nil {
-					return v, nil // handed over as the timer fired
-				}
-			}
-			if v, create, _ = s.pool.getVM(false); v != nil {
+			s.pool.cancelVMWait(ch)
+			if v, create = s.pool.getVM(); v != nil {
 				return v, nil
 			}
 			if create {
@@ -194,8 +190,7 @@ func (s *Script) acquireVM(create bool, w *waitState) (*vm, error) {
 			w.timeout = true
 			return nil, ErrBusy
 		}
-		v, create, _ = s.pool.getVM(false)
-		if v != nil {
+		if v, create = s.pool.getVM(); v != nil {
 			return v, nil
 		}
 	}
@@ -208,7 +203,7 @@ func (s *Script) newLockedVM() (*vm, error) {
 		s.pool.unreserveVM()
 		return nil, err
 	}
-	v.busy = true
+	s.pool.addVM(v)
 	return v, nil
 }
 

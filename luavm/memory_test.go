@@ -64,7 +64,7 @@ return r
 	})
 	threadBytes := heapPer(n, func() any {
 		th := s.newThread()
-		v, _, _ := s.pool.getVM(false)
+		v, _ := s.pool.getVM()
 		ctx := newCtx("GET", "/x")
 		if _, _, err := v.call(th, ctx, v.handlers[0], s.cfg.MaxExecution); err != nil || string(ctx.Response.Body()) != "slow done" {
 			t.Fatalf("%v %q", err, ctx.Response.Body())

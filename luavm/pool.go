@@ -31,30 +31,29 @@ import (
 // request's changes to its globals across a keystone.Proxy call, as in
 // OpenResty, never while its own Lua code runs.
 
-// pool holds the VMs and threads of one script. Every field below mu is
-// guarded by it; the counters after it are atomics read by Stats.
+// pool holds the VMs and threads of one script. The fields up to list are
+// guarded by mu; list and the counters are atomics.
 //
 // A VM or thread taken from the pool belongs to the caller until it is
 // given back or dropped; a broken one (timed out, panicked) is dropped,
 // never given back. Taking and giving back an idle VM or thread allocate
 // nothing (TestAllocsPoolGetPut); waiting does.
 //
-// The idle lists are stacks, used last in first out: under steady load the
-// same few VMs and threads stay warm, and what a burst created sinks to the
-// bottom, where trim finds it idle for longer than the idle TTL. (A
-// channel, the earlier shape, is first in first out and has a lock inside
-// anyway: it kept every burst VM looking busy.)
+// Both are used in an order that leaves what a burst created unused once
+// the burst is over, where trim finds it idle for longer than the idle
+// TTL: idle threads are a stack (last in, first out), and VMs are tried
+// oldest first (see getVM). A channel, the earlier shape, is first in,
+// first out: it kept every burst VM looking busy.
 type pool struct {
 	mu sync.Mutex
 
-	idle    []*vm       // unlocked VMs, most recently used last
-	threads []*thread   // idle threads, most recently used last
-	vmWait  []chan *vm  // requests waiting for any VM, oldest first; nil sent means "room freed, retry"
-	thWait  []chan bool // requests waiting for room for a thread, oldest first
-	vms     int         // VMs in existence, idle, running or reserved
-	nthr    int         // threads in existence, idle, serving or reserved
-	reaping bool        // a reaper goroutine is running
-	closed  bool        // Close was called: nothing goes back to the idle lists
+	threads []*thread       // idle threads, most recently used last
+	vmWait  []chan struct{} // requests waiting for a VM, oldest first: told to retry
+	thWait  []chan bool     // requests waiting for room for a thread, oldest first
+	vms     int             // VMs in existence or reserved, dropped ones excepted
+	nthr    int             // threads in existence, idle, serving or reserved
+	reaping bool            // a reaper goroutine is running
+	closed  bool            // Close was called: nothing goes back to the idle lists
 
 	// Limits, set at creation.
 	poolSize  int
@@ -72,6 +71,12 @@ type pool struct {
 	// now is the clock of idle times, in nanoseconds; tests replace it
 	// before the first request to advance time instead of sleeping.
 	now func() int64
+
+	// list holds the live VMs in creation order. Written under mu, copy
+	// on write; read without a lock by every request looking for a VM.
+	list atomic.Pointer[[]*vm]
+	// nwait is len(vmWait), read by every unlock without mu.
+	nwait atomic.Int32
 
 	// Counters, written under mu or by the request that waited, read by
 	// Stats without the lock.
@@ -91,7 +96,7 @@ const (
 )
 
 func newPool(cfg Config) *pool {
-	return &pool{
+	p := &pool{
 		poolSize:  cfg.PoolSize,
 		maxVMs:    cfg.MaxVMs,
 		maxMemory: cfg.MaxMemory,
@@ -99,6 +104,8 @@ func newPool(cfg Config) *pool {
 		stop:      make(chan struct{}),
 		now:       func() int64 { return int64(monotonic()) },
 	}
+	p.list.Store(&[]*vm{})
+	return p
 }
 
 // memory is the budget in use; the caller holds mu.
@@ -179,112 +186,137 @@ func (p *pool) wakeThreadWaiter() {
 	}
 }
 
-// getVM locks an idle VM; or, with create, room for a new one was
-// reserved (the caller builds it, or calls unreserveVM); or, if enqueue,
-// ch is where the caller waits for a VM handed over locked, or nil when
-// room for a new one was freed.
-func (p *pool) getVM(enqueue bool) (v *vm, create bool, ch chan *vm) {
+// getVM locks a VM not running Lua, scanning from the oldest, or returns
+// nil and whether the caller may create one (reserved: the caller builds
+// it and calls addVM, or calls unreserveVM). The scan is lock-free: a
+// TryLock per VM, allocation-free. Oldest first, so that under moderate
+// load the newest VMs stay unused and trim finds them idle.
+//
+// A VM is a sync.Mutex, not a token handed from one goroutine to the
+// next: with handoff, a VM belonged to a woken goroutine for as long as it
+// waited for a CPU, and under 1,000 parked requests per VM those waits
+// queued up (half the throughput of a plain proxy in the bench's
+// lua-slow-upstream-1000). A free VM goes to whichever goroutine is
+// running; sync.Mutex's starvation mode bounds the wait of one that
+// loses too often.
+func (p *pool) getVM() (v *vm, create bool) {
+	for _, v := range *p.list.Load() {
+		if v.mu.TryLock() {
+			if v.dropped.Load() {
+				v.mu.Unlock()
+				continue
+			}
+			v.running.Store(true)
+			return v, false
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if n := len(p.idle); n > 0 {
-		v = p.idle[n-1]
-		p.idle[n-1] = nil
-		p.idle = p.idle[:n-1]
-		v.busy = true
-		return v, false, nil
-	}
 	if p.vms < p.maxVMs && p.memory()+vmCost <= p.maxMemory {
 		p.vms++
 		p.startReaper(p.vms > p.poolSize)
-		return nil, true, nil
+		return nil, true
 	}
-	if enqueue {
-		ch = make(chan *vm, 1)
-		p.vmWait = append(p.vmWait, ch)
-	}
-	return nil, false, ch
+	return nil, false
 }
 
-// cancelVMWait leaves the queue; false means a VM or a wake-up was already
-// sent, which the caller must take.
-func (p *pool) cancelVMWait(ch chan *vm) bool {
+// waitVM queues for a VM; the channel is told when one is unlocked or room
+// for one freed. The caller scans again after queueing, so no wake-up is
+// missed, and calls cancelVMWait if it stops waiting.
+func (p *pool) waitVM() chan struct{} {
+	ch := make(chan struct{}, 1)
+	p.mu.Lock()
+	p.vmWait = append(p.vmWait, ch)
+	p.nwait.Store(int32(len(p.vmWait)))
+	p.mu.Unlock()
+	return ch
+}
+
+// cancelVMWait leaves the queue, passing on a wake-up already received.
+func (p *pool) cancelVMWait(ch chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i, w := range p.vmWait {
 		if w == ch {
 			p.vmWait = append(p.vmWait[:i], p.vmWait[i+1:]...)
-			return true
+			p.nwait.Store(int32(len(p.vmWait)))
+			return
 		}
 	}
-	return false
+	p.wakeVMWaiter()
+}
+
+// addVM publishes a VM built for a reservation, locked by its builder.
+func (p *pool) addVM(v *vm) {
+	v.mu.Lock()
+	v.running.Store(true)
+	v.lastUsed.Store(p.now())
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.list.Load()
+	list := append(make([]*vm, 0, len(old)+1), old...)
+	list = append(list, v)
+	p.list.Store(&list)
+}
+
+// removeVM takes v out of the list; mu is held.
+func (p *pool) removeVM(v *vm) {
+	old := *p.list.Load()
+	list := make([]*vm, 0, len(old))
+	for _, w := range old {
+		if w != v {
+			list = append(list, w)
+		}
+	}
+	p.list.Store(&list)
 }
 
 // lockThis takes back the VM a parked request's Lua frames belong to,
-// waiting for whoever runs Lua on it now; wake is the request's thread's
-// channel. Requests resuming come before new ones: finishing them is what
-// frees memory. The wait is short (one Lua run, bounded by MaxExecution,
-// per request ahead) and uncharged.
-func (p *pool) lockThis(v *vm, wake chan struct{}) {
-	p.mu.Lock()
-	v.parked--
-	if !v.busy {
-		// It may be on the idle stack: take it out.
-		for i := len(p.idle) - 1; i >= 0; i-- {
-			if p.idle[i] == v {
-				copy(p.idle[i:], p.idle[i+1:])
-				p.idle[len(p.idle)-1] = nil
-				p.idle = p.idle[:len(p.idle)-1]
-				break
-			}
-		}
-		v.busy = true
-		p.mu.Unlock()
-		return
-	}
-	v.resumers = append(v.resumers, wake)
-	p.mu.Unlock()
-	<-wake
+// waiting for the Lua running on it now (one run, bounded by
+// MaxExecution, per request ahead); the wait is not charged.
+func (p *pool) lockThis(v *vm) {
+	v.mu.Lock()
+	v.running.Store(true)
+	v.parked.Add(-1)
 }
 
-// unlock gives up a locked VM: to a request resuming on it, else (if it
-// may serve new requests) to the oldest new request waiting or the idle
-// stack. park says the caller's request stays parked on it. It reports
-// whether the VM is now unused and must be closed by the caller: it was
-// dropped (broken, or the script closed) and nobody is parked on it.
+// unlock gives up a locked VM; park says the caller's request stays
+// parked on it. It reports whether the VM must now be closed by the
+// caller: it was dropped (a Go panic, the Script closed, trimmed) and no
+// request is parked on it. No request can lock it after that: a dropped
+// VM is out of the list, and one that locks it from an older copy of the
+// list sees dropped and lets go without touching it.
 func (p *pool) unlock(v *vm, park bool) (closeIt bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if park {
-		v.parked++
+		v.parked.Add(1)
+	} else {
+		v.lastUsed.Store(p.now())
 	}
-	if len(v.resumers) > 0 {
-		ch := v.resumers[0]
-		v.resumers = v.resumers[1:]
-		ch <- struct{}{}
-		return false
+	if v.dropped.Load() && v.parked.Load() == 0 && !v.closed {
+		v.closed = true
+		closeIt = true
 	}
-	v.busy = false
-	if v.dropped || p.closed {
-		if v.parked > 0 {
-			// Off every list: the parked requests take it back
-			// with lockThis, and the last one closes it.
-			return false
-		}
-		p.vms--
+	v.running.Store(false)
+	v.mu.Unlock()
+	if p.nwait.Load() > 0 {
+		p.mu.Lock()
 		p.wakeVMWaiter()
+		p.mu.Unlock()
+	}
+	return closeIt
+}
+
+// drop takes a locked VM out of service (a Go panic left its state
+// unknown) and unlocks it; it reports whether the caller must close it.
+func (p *pool) drop(v *vm) bool {
+	p.mu.Lock()
+	if !v.dropped.Swap(true) {
+		p.removeVM(v)
+		p.vms--
 		p.wakeThreadWaiter()
-		return true
 	}
-	if len(p.vmWait) > 0 {
-		ch := p.vmWait[0]
-		p.vmWait = p.vmWait[1:]
-		v.busy = true
-		ch <- v
-		return false
-	}
-	v.idleSince = p.now()
-	p.idle = append(p.idle, v)
-	return false
+	p.mu.Unlock()
+	return p.unlock(v, false)
 }
 
 // unreserveVM gives back the room of a VM that was never built.
@@ -299,8 +331,9 @@ func (p *pool) unreserveVM() {
 // wakeVMWaiter tells the oldest VM waiter to retry; mu is held.
 func (p *pool) wakeVMWaiter() {
 	if len(p.vmWait) > 0 {
-		p.vmWait[0] <- nil
+		p.vmWait[0] <- struct{}{}
 		p.vmWait = p.vmWait[1:]
+		p.nwait.Store(int32(len(p.vmWait)))
 	}
 }
 
@@ -312,19 +345,24 @@ func (p *pool) trim() (vms []*vm, threads []*thread, more bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
-	// A VM with requests parked on it is not idle, whatever its
-	// idleSince: their Lua frames live in it.
-	kept := p.idle[:0]
-	for _, v := range p.idle {
-		if p.vms > p.poolSize && v.parked == 0 && now-v.idleSince >= p.idleTTL {
-			vms = append(vms, v)
-			p.vms--
-		} else {
-			kept = append(kept, v)
+	// Newest first: requests take the oldest free VM, so the newest are
+	// the ones left idle. A VM with requests parked on it is not idle,
+	// whatever its lastUsed: their Lua frames live in it.
+	list := *p.list.Load()
+	for i := len(list) - 1; i >= 0 && p.vms > p.poolSize; i-- {
+		v := list[i]
+		if v.parked.Load() != 0 || now-v.lastUsed.Load() < p.idleTTL || !v.mu.TryLock() {
+			continue
 		}
+		if v.parked.Load() == 0 {
+			v.dropped.Store(true)
+			v.closed = true
+			p.removeVM(v)
+			p.vms--
+			vms = append(vms, v)
+		}
+		v.mu.Unlock()
 	}
-	clear(p.idle[len(kept):])
-	p.idle = kept
 	n := 0
 	for n < len(p.threads) && p.nthr-n > p.poolSize && now-p.threads[n].idleSince >= p.idleTTL {
 		n++
@@ -351,8 +389,9 @@ func (p *pool) startReaper(grew bool) {
 	}
 }
 
-// drain empties the idle lists for Close, except the VMs requests are
-// parked on: the last of those requests closes them (unlock).
+// drain takes every VM out of service for Close and returns the idle
+// threads and the VMs nobody is using, to close; a VM still running Lua,
+// or with requests parked on it, is closed by the last of them (unlock).
 func (p *pool) drain() ([]*vm, []*thread) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -361,14 +400,20 @@ func (p *pool) drain() ([]*vm, []*thread) {
 	}
 	p.closed = true
 	var vms []*vm
-	for _, v := range p.idle {
-		if v.parked == 0 {
-			vms = append(vms, v)
+	for _, v := range *p.list.Load() {
+		v.dropped.Store(true)
+		if v.mu.TryLock() {
+			if v.parked.Load() == 0 && !v.closed {
+				v.closed = true
+				vms = append(vms, v)
+			}
+			v.mu.Unlock()
 		}
 	}
+	p.list.Store(&[]*vm{})
+	p.vms = 0
 	threads := p.threads
-	p.idle, p.threads = nil, nil
-	p.vms -= len(vms)
+	p.threads = nil
 	p.nthr -= len(threads)
 	return vms, threads
 }
@@ -380,30 +425,27 @@ func reapEvery(ttl time.Duration) time.Duration {
 	return min(max(ttl/4, 10*time.Millisecond), 10*time.Second)
 }
 
-// drop unlocks a VM that must serve no new request (a Go panic left its
-// state unknown); it reports whether the caller must close it now.
-func (p *pool) drop(v *vm) bool {
-	p.mu.Lock()
-	v.dropped = true
-	p.mu.Unlock()
-	return p.unlock(v, false)
-}
-
 // adopt pools a VM and a thread built at load, before any request.
 func (p *pool) adopt(v *vm, t *thread) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.vms++
 	p.nthr++
-	v.idleSince, t.idleSince = p.now(), p.now()
-	p.idle = append(p.idle, v)
+	v.lastUsed.Store(p.now())
+	t.idleSince = p.now()
+	list := append(append([]*vm(nil), *p.list.Load()...), v)
+	p.list.Store(&list)
 	p.threads = append(p.threads, t)
 }
 
 // stats fills the pool's part of st.
 func (p *pool) stats(st *Stats) {
 	p.mu.Lock()
-	st.VMsIdle = len(p.idle)
+	for _, v := range *p.list.Load() {
+		if !v.running.Load() {
+			st.VMsIdle++
+		}
+	}
 	st.VMsLive = p.vms
 	st.Threads = p.nthr
 	st.MemoryBytes = p.memory()

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -39,16 +41,18 @@ type vm struct {
 	// cur is the thread of the request running now.
 	cur *thread
 
-	// Pool state, guarded by the pool's mutex: busy while locked; parked
-	// counts requests waiting on the network whose Lua frames live in
-	// this VM; resumers are those of them waiting to lock it again;
-	// dropped marks a VM that must serve no new request; idleSince is
-	// when it was last unlocked, on the pool's clock.
-	busy      bool
-	parked    int
-	resumers  []chan struct{}
-	dropped   bool
-	idleSince int64
+	// mu is held while Lua runs on the VM (see pool). running mirrors
+	// it for Stats. parked counts requests waiting on the network whose
+	// Lua frames live in this VM (changed by its lock holder, read by
+	// the reaper). dropped marks a VM out of service: a new request that
+	// locks it lets go at once. closed is set, under mu, by whoever is to
+	// close it. lastUsed is when it last ran Lua, on the pool's clock.
+	mu       sync.Mutex
+	running  atomic.Bool
+	parked   atomic.Int32
+	dropped  atomic.Bool
+	closed   bool
+	lastUsed atomic.Int64
 
 	req, w, reqHeader, respHeader *lua.LUserData
 	reqMethods                    *lua.LTable
@@ -102,9 +106,6 @@ type thread struct {
 	reqCtx *lua.LTable
 	vm     *vm
 
-	// wake is where lockThis is told the VM is this request's again.
-	wake chan struct{}
-
 	// hdrBuf and hdrEnds hold the response headers saved around a native
 	// handler: keys and values back to back, hdrEnds their end offsets;
 	// hdrRestore marks the pairs the handler's answer lacks.
@@ -136,7 +137,7 @@ func (s *Script) luaOptions() lua.Options {
 // used by Lua: call points it at a VM's, and back between requests so an
 // idle thread keeps no VM alive (and LState.Close finds a Global).
 func (s *Script) newThread() *thread {
-	t := &thread{L: lua.NewState(s.luaOptions()), dl: newDeadline(), wake: make(chan struct{}, 1)}
+	t := &thread{L: lua.NewState(s.luaOptions()), dl: newDeadline()}
 	t.L.SetContext(t.dl)
 	t.g0, t.env0 = t.L.G, t.L.Env
 	return t
@@ -313,7 +314,7 @@ func (v *vm) park() (*thread, bool) {
 // running on it now (not charged to t's budget), and restarts t's clock.
 func (t *thread) unpark() {
 	v := t.vm
-	v.s.pool.lockThis(v, t.wake)
+	v.s.pool.lockThis(v)
 	v.bind(t)
 	t.dl.resume()
 }

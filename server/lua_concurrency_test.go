@@ -219,7 +219,7 @@ func holdInflight(t *testing.T, g *gateway, up *slowUpstream, uri string, n int)
 			}
 		})
 	}
-	eventually(t, 20*time.Second, fmt.Sprintf("%d requests held by the upstream", n), func() bool { return up.inflight.Load() == int64(n) })
+	eventually(t, 20*time.Second, fmt.Sprintf("%d requests held by the upstream", n), func() bool { return up.inflight.Load()+bad.Load() == int64(n) })
 	heap, stack = memSample()
 	close(up.hold)
 	wg.Wait()
