@@ -77,7 +77,8 @@ type Stats struct {
 	VMsIdle int
 	// VMsLive is the number of VMs in existence, idle or serving.
 	VMsLive int
-	// VMsDiscarded counts VMs dropped after a timeout or a Go panic.
+	// VMsDiscarded counts Lua states dropped: a request's thread after a
+	// timeout, its thread and VM after a Go panic.
 	VMsDiscarded uint64
 	// Requests counts Handler calls.
 	Requests uint64
