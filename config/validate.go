@@ -237,6 +237,11 @@ func validateLua(l *Lua, d *decoder) {
 	between(d, "lua.registry_max_size", l.RegistryMaxSize, 1, math.MaxInt32)
 	positiveSize(d, "lua.max_string_size", l.MaxStringSize)
 	positiveSize(d, "lua.max_script_size", l.MaxScriptSize)
+	if l.MaxMemory < MiB {
+		d.errorAt("lua.max_memory", "expected at least 1MiB, got %s", l.MaxMemory)
+	}
+	positive(d, "lua.vm_wait", l.VMWait)
+	positive(d, "lua.idle_vm_ttl", l.IdleVMTTL)
 }
 
 // tenantNameRE is the syntax of a tenant name: it appears in logs, metrics
