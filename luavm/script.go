@@ -174,6 +174,7 @@ func LoadProgram(cfg Config, prog *Program, opts Options) (*Script, error) {
 	}
 	s.loading = false
 	s.adopt(v)
+	sched.acquire() // released by Close
 	for s.created.Load() < uint64(cfg.PoolSize) {
 		v, _, errs := s.buildVM(false)
 		if errs != nil {
@@ -253,6 +254,7 @@ func (s *Script) Close() {
 	if s.closed.Swap(true) {
 		return
 	}
+	sched.release()
 	vms, threads := s.pool.drain()
 	for _, v := range vms {
 		v.close()
