@@ -24,6 +24,10 @@ type schedLag struct {
 	// meter goroutine only; read by deadlines when armed and when they
 	// fire. It only grows.
 	total atomic.Int64
+	// woke is when the meter last woke (monotonic()), written by the meter
+	// goroutine: a meter overdue now is a scheduler behind now, which
+	// total cannot show until the meter runs again.
+	woke atomic.Int64
 
 	mu    sync.Mutex // guards users and stop
 	users int
@@ -66,6 +70,7 @@ func (m *schedLag) run(stop <-chan struct{}) {
 	t := time.NewTimer(lagTick)
 	defer t.Stop()
 	last := monotonic()
+	m.woke.Store(int64(last))
 	for {
 		select {
 		case <-stop:
@@ -76,10 +81,24 @@ func (m *schedLag) run(stop <-chan struct{}) {
 		if late := now - last - lagTick; late > lagNoise {
 			m.total.Add(int64(late))
 		}
+		m.woke.Store(int64(now))
 		last = now
 		t.Reset(lagTick)
 	}
 }
 
-// lag returns the lateness summed so far.
-func (m *schedLag) lag() int64 { return m.total.Load() }
+// lag returns the lateness summed so far, counting the meter's own wake-up
+// if it is overdue now. The overdue part is counted again, in full, when
+// the meter runs, so lag never goes backwards: total is read after woke,
+// and the meter adds to total before it moves woke.
+func (m *schedLag) lag() int64 {
+	woke := m.woke.Load()
+	total := m.total.Load()
+	if woke == 0 {
+		return total
+	}
+	if late := int64(monotonic()) - woke - int64(lagTick); late > int64(lagNoise) {
+		return total + late
+	}
+	return total
+}
