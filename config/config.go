@@ -120,6 +120,10 @@ type Server struct {
 	// client sends a valid one and generated otherwise. Default
 	// "X-Request-ID".
 	RequestIDHeader string `yaml:"request_id_header"`
+
+	// TLS, when set, adds a TLS listener serving the same tenants over
+	// HTTPS (HTTP/1.1 and HTTP/2). Nil: plain HTTP only.
+	TLS *TLS `yaml:"tls"`
 }
 
 // Admin configures the admin JSON endpoints served on the main listener.
@@ -258,6 +262,16 @@ type Tenant struct {
 	// request that never reached an upstream), budget_ratio 0.2,
 	// backoff 0.
 	Retries Retries `yaml:"retries"`
+
+	// TLS is the tenant's own certificate, served on the TLS listener to
+	// clients whose SNI names one of Domains. Nil: server.tls's default
+	// certificate.
+	TLS *CertPair `yaml:"tls"`
+
+	// UpstreamTLS configures the TLS client of the tenant's https://
+	// upstreams (and its keystone.Proxy URLs). Nil: the system roots,
+	// the URL's host as server name, no client certificate.
+	UpstreamTLS *UpstreamTLS `yaml:"upstream_tls"`
 }
 
 // Upstream is one server a tenant proxies to.
@@ -271,6 +285,10 @@ type Upstream struct {
 
 	// Weight is the share for weighted_round_robin, 1..1000. Default 1.
 	Weight int `yaml:"weight"`
+
+	// TLS, for an https:// upstream, replaces the tenant's upstream_tls
+	// for this upstream. Nil: the tenant's.
+	TLS *UpstreamTLS `yaml:"tls"`
 }
 
 // Timeouts bounds the upstream side of a request.

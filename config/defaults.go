@@ -148,6 +148,8 @@ func newDefault(t reflect.Type) reflect.Value {
 		v = defaultOutlierDetection()
 	case reflect.TypeFor[CircuitBreaker]():
 		v = defaultCircuitBreaker()
+	case reflect.TypeFor[TLS]():
+		v = defaultTLS()
 	default:
 		return p
 	}
