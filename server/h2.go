@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"log/slog"
 	"net/http"
 	"sync"
 
@@ -59,6 +60,10 @@ func (s *Server) newH2(cfg *config.Config) (*http2.Server, *http2Base) {
 		// connection bound what a client can make the gateway buffer.
 		MaxUploadBufferPerStream:     1 << 20,
 		MaxUploadBufferPerConnection: 4 << 20,
+		// The protocol's default frame size (RFC 9113 4.2), not
+		// x/net's 1 MiB: larger frames buy a proxy nothing, and a
+		// peer sending one without asking gets FRAME_SIZE_ERROR.
+		MaxReadFrameSize: 16 << 10,
 		CountError: func(errType string) {
 			s.log.Debug("http2 protocol error", "component", "server", "error", errType)
 		},
@@ -70,7 +75,9 @@ func (s *Server) newH2(cfg *config.Config) (*http2.Server, *http2Base) {
 		MaxHeaderBytes: int(sc.MaxHeaderBytes + sc.MaxRequestLine),
 		ReadTimeout:    sc.ReadTimeout.D(),
 		WriteTimeout:   sc.WriteTimeout.D(),
-		ErrorLog:       nil,
+		// x/net/http2 logs connection errors (a client's protocol
+		// violations) here: debug lines of the server component.
+		ErrorLog: slog.NewLogLogger(s.log.With("component", "server").Handler(), slog.LevelDebug),
 	}
 	// ConfigureServer cannot fail here: no cipher suites are set.
 	_ = http2.ConfigureServer(hs, h2)
@@ -142,7 +149,10 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		// A body of unknown or large size streams to the upstream;
 		// the pipeline counts it against max_request_body.
-		req.SetBodyStream(r.Body, int(cl))
+		// noClose: fasthttp closes a stream it replaces (the
+		// pipeline puts its size check in front), and x/net/http2
+		// owns r.Body.
+		req.SetBodyStream(noClose{r.Body}, int(cl))
 	}
 
 	h.s.handle(ctx)
@@ -189,6 +199,9 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write(body)
 	}
 }
+
+// noClose hides the Close method of a request body fasthttp must not close.
+type noClose struct{ io.Reader }
 
 // copyFlush copies a streamed response body to the client, flushing each
 // chunk as it arrives (server-sent events, long polls).
