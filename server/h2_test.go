@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/build"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -456,13 +458,11 @@ func externalTool(t *testing.T, name string) string {
 	if err == nil {
 		return p
 	}
-	if gobin := os.Getenv("GOPATH"); gobin != "" {
-		if p := gobin + "/bin/" + name; fileExists(p) {
+	// go install puts it in GOPATH/bin, which need not be on PATH.
+	for _, dir := range filepath.SplitList(build.Default.GOPATH) {
+		if p := filepath.Join(dir, "bin", name); fileExists(p) {
 			return p
 		}
-	}
-	if home, _ := os.UserHomeDir(); home != "" && fileExists(home+"/go/bin/"+name) {
-		return home + "/go/bin/" + name
 	}
 	if os.Getenv("CI") != "" {
 		t.Fatalf("%s is not installed; .ci/run installs it", name)
