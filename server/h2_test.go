@@ -554,3 +554,49 @@ func TestCurlHTTP2(t *testing.T) {
 		t.Errorf("curl --http2: %s", out)
 	}
 }
+
+// TestH2GracefulShutdown shuts the gateway down while an HTTP/2 request is
+// in flight: the request completes (the connection gets GOAWAY, not a
+// reset), and Shutdown returns once it has.
+func TestH2GracefulShutdown(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t)
+	up := startEcho(t, "up")
+	started := make(chan struct{})
+	up.setHandler(func(ctx *fasthttp.RequestCtx) {
+		close(started)
+		time.Sleep(300 * time.Millisecond)
+		ctx.SetBodyString("done")
+	})
+	g, addr := h2Gateway(t, ca, up.url(), "", "")
+	c := h2Client(ca, addr, "localhost")
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := c.Get("https://localhost/slow")
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		res <- result{status: resp.StatusCode, body: string(b)}
+	}()
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	r := <-res
+	if r.err != nil || r.status != 200 || r.body != "done" {
+		t.Errorf("request in flight during shutdown: %d %q %v, want 200 done", r.status, r.body, r.err)
+	}
+	if _, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool(), ServerName: "localhost"}); err == nil {
+		t.Errorf("the TLS listener still accepts after Shutdown")
+	}
+}

@@ -550,3 +550,37 @@ tenants:
 		}
 	}
 }
+
+// TestTLSHandshakeTimeout opens a connection to the TLS listener and sends
+// nothing: it is closed after header_timeout, and does not hold up other
+// clients' handshakes meanwhile.
+func TestTLSHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t)
+	up := startEcho(t, "up")
+	cert, key := ca.issue("default", false, "localhost")
+	g := startGateway(t, yamlf(`
+server:
+  header_timeout: 300ms
+  tls: {listen: "127.0.0.1:0", cert_file: %q, key_file: %q}
+tenants:
+  - name: api
+    path_prefix: /
+    upstreams: [{url: %q}]
+`, cert, key, up.url()))
+	addr := g.serveTLS()
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if r, _ := httpsGet(t, tlsClient(ca, addr, "localhost"), "https://localhost/x"); r.StatusCode != 200 {
+		t.Errorf("a client behind an idle one: %d", r.StatusCode)
+	}
+	// A read deadline far beyond header_timeout: ReadAll ends with
+	// io.EOF (nil) when the gateway closes, a timeout error otherwise.
+	_ = idle.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(idle); err != nil {
+		t.Errorf("the silent connection was not closed: %v", err)
+	}
+}
