@@ -5,9 +5,11 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // TLS configures the TLS listener: a second listener beside server.listen
@@ -54,7 +56,46 @@ type TLS struct {
 
 	// HTTP2 configures HTTP/2 on the TLS listener.
 	HTTP2 HTTP2 `yaml:"http2"`
+
+	// ACME obtains and renews certificates automatically for the exact
+	// domains of tenants without their own certificate.
+	ACME ACME `yaml:"acme"`
 }
+
+// ACME configures automatic certificates (RFC 8555), by TLS-ALPN-01 on the
+// TLS listener and HTTP-01 on the plain one.
+type ACME struct {
+	// Enabled turns ACME on. Default false.
+	Enabled bool `yaml:"enabled"`
+
+	// Email is the account's contact address; optional.
+	Email string `yaml:"email"`
+
+	// CA is the ACME directory URL. Default Let's Encrypt's production
+	// directory.
+	CA string `yaml:"ca"`
+
+	// CAFile is a PEM file of CA certificates the directory's own
+	// HTTPS certificate is verified against (a private or test ACME
+	// server). Empty: the system roots.
+	CAFile string `yaml:"ca_file"`
+
+	// Storage is the directory the account key and certificates are
+	// kept in, resolved against the config file's directory. Default
+	// "acme".
+	Storage string `yaml:"storage"`
+
+	// Agreed accepts the CA's terms of service; required with Enabled.
+	Agreed bool `yaml:"agreed"`
+
+	// RenewBefore renews a certificate this long before it expires
+	// (less up to a tenth of it, at most 1h, of random jitter), > 0.
+	// Default 720h (30 days).
+	RenewBefore Duration `yaml:"renew_before"`
+}
+
+// LetsEncryptURL is the default ACME directory.
+const LetsEncryptURL = "https://acme-v02.api.letsencrypt.org/directory"
 
 // HSTS configures the Strict-Transport-Security header (RFC 6797).
 type HSTS struct {
@@ -118,6 +159,7 @@ func defaultTLS() TLS {
 		MinVersion: "1.2",
 		ClientAuth: "require",
 		HTTP2:      HTTP2{Enabled: true, MaxConcurrentStreams: 250},
+		ACME:       ACME{CA: LetsEncryptURL, Storage: "acme", RenewBefore: Duration(720 * time.Hour)},
 	}
 }
 
@@ -152,6 +194,23 @@ func validateTLS(c *Config, d *decoder, base string) {
 			d.errorAt(p+".hsts.max_age", "expected a duration of 0 or more, got %s", t.HSTS.MaxAge)
 		}
 		between(d, p+".http2.max_concurrent_streams", t.HTTP2.MaxConcurrentStreams, 1, 10000)
+		if a := &t.ACME; a.Enabled {
+			if !a.Agreed {
+				d.errorAt(p+".acme.agreed", "expected true: ACME needs the CA's terms of service accepted")
+			}
+			if u, err := url.Parse(a.CA); err != nil || u.Scheme != "https" || u.Host == "" {
+				d.errorAt(p+".acme.ca", "expected an https:// ACME directory URL, got %q", clip(a.CA))
+			}
+			if a.CAFile != "" {
+				resolve(&a.CAFile)
+				checkCAFile(d, p+".acme.ca_file", a.CAFile)
+			}
+			if a.Storage == "" {
+				d.errorAt(p+".acme.storage", "expected a directory, got \"\"")
+			}
+			resolve(&a.Storage)
+			positive(d, p+".acme.renew_before", a.RenewBefore)
+		}
 	}
 	for i := range c.Tenants {
 		tn := &c.Tenants[i]

@@ -160,3 +160,42 @@ tenants:
 		t.Errorf("got %v", err)
 	}
 }
+
+// TestACMEConfig checks the acme block's defaults and its errors.
+func TestACMEConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c, k := writePair(t, dir, "a")
+	ok, err := config.Parse(filepath.Join(dir, "x.yaml"), []byte(`
+server:
+  tls: {cert_file: `+c+`, key_file: `+k+`, acme: {enabled: true, agreed: true}}
+tenants:
+  - {name: api, domains: [api.example.com], upstreams: [{url: http://10.0.0.1}]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ok.Server.TLS.ACME
+	if a.CA != config.LetsEncryptURL || a.Storage != filepath.Join(dir, "acme") || a.RenewBefore.D() != 720*time.Hour {
+		t.Errorf("defaults: %+v", a)
+	}
+	_, err = config.Parse("x.yaml", []byte(`
+server:
+  tls:
+    cert_file: `+c+`
+    key_file: `+k+`
+    acme: {enabled: true, ca: "http://ca.example/dir", renew_before: 0s, storage: ""}
+tenants:
+  - {name: api, domains: [api.example.com], upstreams: [{url: http://10.0.0.1}]}
+`))
+	for _, want := range []string{
+		`x.yaml:6:11: server.tls.acme.agreed: expected true: ACME needs the CA's terms of service accepted`,
+		`x.yaml:6:31: server.tls.acme.ca: expected an https:// ACME directory URL, got "http://ca.example/dir"`,
+		`x.yaml:6:83: server.tls.acme.storage: expected a directory, got ""`,
+		`x.yaml:6:70: server.tls.acme.renew_before: expected a duration greater than 0, got 0s`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing error:\n%s\ngot:\n%v", want, err)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -20,6 +21,9 @@ import (
 	"github.com/keystone-gateway/keystone/config"
 	"github.com/keystone-gateway/keystone/luavm"
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
 	"golang.org/x/net/http2"
 )
 
@@ -40,6 +44,9 @@ var (
 	headerClientCertFingerprint = []byte("X-Client-Cert-Fingerprint")
 	headerStrictTransport       = []byte("Strict-Transport-Security")
 )
+
+// acmeChallengePath is where HTTP-01 challenges are asked (RFC 8555 8.3).
+var acmeChallengePath = []byte("/.well-known/acme-challenge/")
 
 // codeMisdirected is the error code of a 421 answer.
 const codeMisdirected = "misdirected_request"
@@ -84,6 +91,10 @@ type certSet struct {
 	// files are the files read, with their modification times, for the
 	// watcher.
 	files map[string]time.Time
+	// acme holds the domains whose certificates ACME manages: the
+	// exact domains of tenants without a certificate of their own.
+	// Nil without server.tls.acme.
+	acme map[string]bool
 }
 
 // lookup picks the certificate for an SNI name: exact, then wildcard,
@@ -116,6 +127,11 @@ type edgeTLS struct {
 
 	h2    *http2.Server
 	h2Cfg *http2Base
+
+	// acme obtains and renews the certificates of certSet.acme; nil
+	// without server.tls.acme. acmeHTTP answers HTTP-01 challenges.
+	acme     *autocert.Manager
+	acmeHTTP fasthttp.RequestHandler
 
 	lnMu sync.Mutex
 	ln   *tlsListener
@@ -163,7 +179,16 @@ func (s *Server) newEdgeTLS(cfg *config.Config) (*edgeTLS, error) {
 		return nil, nil
 	}
 	e := &edgeTLS{stop: make(chan struct{})}
-	cs, err := loadCertSet(cfg)
+	if a := cfg.Server.TLS.ACME; a.Enabled {
+		m, err := newACME(a, func(host string) bool { return e.certs.Load().acme[host] })
+		if err != nil {
+			return nil, err
+		}
+		e.acme = m
+		// Answers only challenge paths (edgeRequest sends no other).
+		e.acmeHTTP = fasthttpadaptor.NewFastHTTPHandler(m.HTTPHandler(nil))
+	}
+	cs, err := loadCertSet(cfg, e.acme)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +211,7 @@ func (s *Server) newEdgeTLS(cfg *config.Config) (*edgeTLS, error) {
 }
 
 // loadCertSet reads every certificate file cfg names.
-func loadCertSet(cfg *config.Config) (*certSet, error) {
+func loadCertSet(cfg *config.Config, m *autocert.Manager) (*certSet, error) {
 	t := cfg.Server.TLS
 	cs := &certSet{
 		exact: make(map[string]*certEntry),
@@ -218,8 +243,18 @@ func loadCertSet(cfg *config.Config) (*certSet, error) {
 	if cs.def, err = load(t.CertFile, t.KeyFile); err != nil {
 		return nil, fmt.Errorf("server.tls: %w", err)
 	}
+	if m != nil {
+		cs.acme = make(map[string]bool)
+	}
 	for i := range cfg.Tenants {
 		tn := &cfg.Tenants[i]
+		if tn.TLS == nil && m != nil {
+			for _, d := range tn.Domains {
+				if !strings.HasPrefix(d, "*.") && !isIP(d) {
+					cs.acme[d] = true
+				}
+			}
+		}
 		if tn.TLS == nil {
 			continue
 		}
@@ -238,12 +273,21 @@ func loadCertSet(cfg *config.Config) (*certSet, error) {
 	conf := &tls.Config{
 		MinVersion: t.MinTLSVersion(),
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return cs.lookup(strings.ToLower(hello.ServerName)).cert, nil
+			name := strings.ToLower(hello.ServerName)
+			if m != nil && cs.acme[name] {
+				// TLS-ALPN-01 challenges and the managed
+				// certificates alike.
+				return m.GetCertificate(hello)
+			}
+			return cs.lookup(name).cert, nil
 		},
 		NextProtos: []string{"http/1.1"},
 	}
 	if t.HTTP2.Enabled {
 		conf.NextProtos = []string{http2.NextProtoTLS, "http/1.1"}
+	}
+	if m != nil {
+		conf.NextProtos = append(conf.NextProtos, acme.ALPNProto)
 	}
 	if t.ClientCAFile != "" {
 		pool, err := config.LoadCertPool(t.ClientCAFile)
@@ -294,7 +338,7 @@ func (s *Server) ReloadCertificates() error {
 	if s.tls == nil {
 		return nil
 	}
-	cs, err := loadCertSet(s.snap.Load().cfg)
+	cs, err := loadCertSet(s.snap.Load().cfg, s.tls.acme)
 	if err != nil {
 		return fmt.Errorf("server: reload certificates: %w", err)
 	}
@@ -436,6 +480,12 @@ func (s *Server) handshake(tl *tlsListener, c net.Conn, timeout time.Duration) {
 		return
 	}
 	_ = tc.SetDeadline(time.Time{})
+	if tc.ConnectionState().NegotiatedProtocol == acme.ALPNProto {
+		// A TLS-ALPN-01 validation: the handshake was all of it
+		// (RFC 8737 3).
+		tc.Close()
+		return
+	}
 	if s.tls.h2 != nil && tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
 		s.serveH2(tc)
 		return
@@ -517,6 +567,10 @@ func (s *Server) edgeRequest(ctx *fasthttp.RequestCtx, rs *reqState, snap *snaps
 		h.DelBytes(headerClientCertFingerprint)
 	}
 	if !ctx.IsTLS() {
+		if s.tls != nil && s.tls.acme != nil && bytes.HasPrefix(ctx.Path(), acmeChallengePath) {
+			s.tls.acmeHTTP(ctx)
+			return true
+		}
 		if p.redirect && !(len(p.adminPrefix) > 0 && hasSegmentPrefix(ctx.Path(), p.adminPrefix)) {
 			s.redirectHTTPS(ctx, p)
 			return true
@@ -527,8 +581,16 @@ func (s *Server) edgeRequest(ctx *fasthttp.RequestCtx, rs *reqState, snap *snaps
 	if s.tls != nil {
 		var buf [256]byte
 		host := hostOnly(buf[:0], ctx.Host())
-		e := s.tls.certs.Load().lookup(strings.ToLower(st.ServerName))
-		if !e.covers(host) {
+		cs := s.tls.certs.Load()
+		sni := strings.ToLower(st.ServerName)
+		covered := false
+		if cs.acme[sni] {
+			// An ACME certificate names exactly its domain.
+			covered = string(host) == sni
+		} else {
+			covered = cs.lookup(sni).covers(host)
+		}
+		if !covered {
 			// RFC 9110 15.5.20: the connection was set up for another
 			// origin; the client may retry on a new connection.
 			rs.errKind = codeMisdirected
@@ -680,3 +742,41 @@ func upstreamTLSConfig(tc *config.Tenant, uc config.Upstream, host string) (*tls
 	}
 	return conf, nil
 }
+
+// newACME builds the ACME manager: the account and certificates kept in
+// a.Storage, certificates only for names allowed says yes to.
+func newACME(a config.ACME, allowed func(string) bool) (*autocert.Manager, error) {
+	hc := http.DefaultClient
+	if a.CAFile != "" {
+		pool, err := config.LoadCertPool(a.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("server.tls.acme.ca_file: %w", err)
+		}
+		hc = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		}}
+	}
+	if err := os.MkdirAll(a.Storage, 0o700); err != nil {
+		return nil, fmt.Errorf("server.tls.acme.storage: %w", err)
+	}
+	return &autocert.Manager{
+		Prompt: autocert.AcceptTOS,
+		Cache:  autocert.DirCache(a.Storage),
+		HostPolicy: func(_ context.Context, host string) error {
+			// autocert's HTTP-01 handler passes the Host header as
+			// sent, port included.
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				host = h
+			}
+			if !allowed(strings.ToLower(host)) {
+				return fmt.Errorf("acme: %q is not a tenant domain", host)
+			}
+			return nil
+		},
+		Email:       a.Email,
+		RenewBefore: a.RenewBefore.D(),
+		Client:      &acme.Client{DirectoryURL: a.CA, HTTPClient: hc, UserAgent: "keystone"},
+	}, nil
+}
+
+func isIP(s string) bool { return net.ParseIP(s) != nil }
