@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -583,4 +584,37 @@ tenants:
 	if _, err := io.ReadAll(idle); err != nil {
 		t.Errorf("the silent connection was not closed: %v", err)
 	}
+}
+
+// FuzzHostCoveredByCertificate feeds hostile Host values to the 421 check:
+// it never panics, and a host is covered exactly when it names the
+// certificate's exact name or one label under its wildcard, whatever the
+// case, port or brackets.
+func FuzzHostCoveredByCertificate(f *testing.F) {
+	for _, s := range []string{"a.example.com", "A.EXAMPLE.COM:443", "x.w.example.com", "w.example.com", ".w.example.com",
+		"[::1]:8443", "[::1", "::1", "a.example.com:", ":", "", "x.y.w.example.com", "a.example.com.", "\x00.w.example.com",
+		"[a.example.com]:1", "a.example.com:443:1"} {
+		f.Add(s)
+	}
+	e := &certEntry{names: map[string]struct{}{"a.example.com": {}, "::1": {}}, wild: map[string]struct{}{"w.example.com": {}}}
+	f.Fuzz(func(t *testing.T, host string) {
+		var buf [256]byte
+		h := hostOnly(buf[:0], []byte(host))
+		if bytes.ContainsFunc(h, func(r rune) bool { return 'A' <= r && r <= 'Z' }) {
+			t.Fatalf("hostOnly(%q) = %q, not lowercase", host, h)
+		}
+		got := e.covers(h)
+		want := false
+		switch s := string(h); {
+		case s == "a.example.com" || s == "::1":
+			want = true
+		default:
+			if i := strings.IndexByte(s, '.'); i > 0 && s[i+1:] == "w.example.com" {
+				want = true
+			}
+		}
+		if got != want {
+			t.Fatalf("covers(%q from %q) = %v, want %v", h, host, got, want)
+		}
+	})
 }
