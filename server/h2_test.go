@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -599,4 +600,46 @@ func TestH2GracefulShutdown(t *testing.T) {
 	if _, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool(), ServerName: "localhost"}); err == nil {
 		t.Errorf("the TLS listener still accepts after Shutdown")
 	}
+}
+
+// TestH2MaxConns caps HTTP/2 connections at server.max_conns: one beyond
+// it is closed, and a slot frees when a connection ends.
+func TestH2MaxConns(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t)
+	up := startEcho(t, "up")
+	cert, key := ca.issue("default", false, "localhost")
+	g := startGateway(t, yamlf(`
+server:
+  max_conns: 1
+  tls: {listen: "127.0.0.1:0", cert_file: %q, key_file: %q}
+tenants:
+  - name: api
+    path_prefix: /
+    upstreams: [{url: %q}]
+`, cert, key, up.url()))
+	addr := g.serveTLS()
+	first := dialRawH2(t, ca, addr)
+	if err := first.until(5*time.Second, func(f http2.Frame) bool { _, ok := f.(*http2.SettingsFrame); return ok }); err != nil {
+		t.Fatal(err)
+	}
+	second, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool(), ServerName: "localhost", NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	_, _ = io.WriteString(second, http2.ClientPreface) // may fail: closed already
+	_ = second.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(second); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("a connection beyond max_conns: %v, want closed", err)
+	}
+	first.c.Close()
+	eventually(t, 5*time.Second, "a slot to free", func() bool {
+		resp, err := h2Client(ca, addr, "localhost").Get("https://localhost/x")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 }

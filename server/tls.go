@@ -128,6 +128,11 @@ type edgeTLS struct {
 	h2    *http2.Server
 	h2Cfg *http2Base
 
+	// h2Conns counts the HTTP/2 connections being served; maxH2Conns
+	// (server.max_conns) caps them. Written by the handshake goroutines.
+	h2Conns    atomic.Int64
+	maxH2Conns int64
+
 	// acme obtains and renews the certificates of certSet.acme; nil
 	// without server.tls.acme. acmeHTTP answers HTTP-01 challenges.
 	acme     *autocert.Manager
@@ -206,6 +211,7 @@ func (s *Server) newEdgeTLS(cfg *config.Config) (*edgeTLS, error) {
 	}
 	if cfg.Server.TLS.HTTP2.Enabled {
 		e.h2, e.h2Cfg = s.newH2(cfg)
+		e.maxH2Conns = int64(cfg.Server.MaxConns)
 	}
 	return e, nil
 }
@@ -487,6 +493,13 @@ func (s *Server) handshake(tl *tlsListener, c net.Conn, timeout time.Duration) {
 		return
 	}
 	if s.tls.h2 != nil && tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
+		// fasthttp's Concurrency counts the HTTP/1.1 connections; the
+		// HTTP/2 ones are capped here, by the same max_conns.
+		defer s.tls.h2Conns.Add(-1)
+		if s.tls.h2Conns.Add(1) > s.tls.maxH2Conns {
+			tc.Close()
+			return
+		}
 		s.serveH2(tc)
 		return
 	}
