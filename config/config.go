@@ -128,6 +128,10 @@ type Server struct {
 	// Compression compresses responses for clients that accept it; a
 	// tenant's compression block overrides it.
 	Compression Compression `yaml:"compression"`
+
+	// TLS, when set, adds a TLS listener serving the same tenants over
+	// HTTPS (HTTP/1.1 and HTTP/2). Nil: plain HTTP only.
+	TLS *TLS `yaml:"tls"`
 }
 
 // Admin configures the admin JSON endpoints served on the main listener.
@@ -343,6 +347,7 @@ type Tenant struct {
 
 	// Headers changes request and response headers. Nil: none.
 	Headers *HeaderRules `yaml:"headers"`
+
 	// Compression overrides server.compression for this tenant, key by
 	// key. Nil: the server's.
 	Compression *Compression `yaml:"compression"`
@@ -356,6 +361,16 @@ type Tenant struct {
 	// relayed like WebSocket connections, with websocket's timeouts.
 	// Default: none.
 	UpgradeProtocols []string `yaml:"upgrade_protocols"`
+
+	// TLS is the tenant's own certificate, served on the TLS listener to
+	// clients whose SNI names one of Domains. Nil: server.tls's default
+	// certificate.
+	TLS *CertPair `yaml:"tls"`
+
+	// UpstreamTLS configures the TLS client of the tenant's https://
+	// upstreams (and its keystone.Proxy URLs). Nil: the system roots,
+	// the URL's host as server name, no client certificate.
+	UpstreamTLS *UpstreamTLS `yaml:"upstream_tls"`
 }
 
 // Upstream is one server a tenant proxies to.
@@ -369,6 +384,10 @@ type Upstream struct {
 
 	// Weight is the share for weighted_round_robin, 1..1000. Default 1.
 	Weight int `yaml:"weight"`
+
+	// TLS, for an https:// upstream, replaces the tenant's upstream_tls
+	// for this upstream. Nil: the tenant's.
+	TLS *UpstreamTLS `yaml:"tls"`
 }
 
 // Timeouts bounds the upstream side of a request.

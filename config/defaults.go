@@ -167,6 +167,8 @@ func newDefault(t reflect.Type) reflect.Value {
 		v = defaultCircuitBreaker()
 	case reflect.TypeFor[Compression]():
 		v = defaultCompression()
+	case reflect.TypeFor[TLS]():
+		v = defaultTLS()
 	default:
 		var ok bool
 		if v, ok = authDefault(t); !ok {

@@ -202,6 +202,7 @@ func parse(errs *errorSet, file string, data []byte, o *options) *Config {
 	cfg.pos = d.pos
 	openScripts(&cfg, d, o)
 	validate(&cfg, d)
+	validateTLS(&cfg, d, o.baseDir)
 	return &cfg
 }
 

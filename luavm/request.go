@@ -151,6 +151,8 @@ func (v *vm) reqField(L *lua.LState) int {
 		val = lua.LString(v.s.host.ClientIP(v.requestCtx(L)))
 	case "Auth":
 		val = v.reqAuth(L)
+	case "TLS":
+		val = v.reqTLS(L)
 	case "Context":
 		v.requestCtx(L)
 		if v.reqCtx == nil {

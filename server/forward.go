@@ -400,12 +400,24 @@ func (p *pool) address(req *fasthttp.Request, up *upstream) {
 	}
 }
 
+// upstreamClient is what an attempt sends a request through: today a
+// *fasthttp.HostClient (HTTP/1.1, over TLS for https:// upstreams). It is
+// the seam for a client chosen per upstream by protocol (HTTP/2, gRPC):
+// such a client implements these two methods and the proxy stage, retries
+// and reporting stay as they are.
+type upstreamClient interface {
+	DoTimeout(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error
+	CloseIdleConnections()
+}
+
+var _ upstreamClient = (*fasthttp.HostClient)(nil)
+
 // attempt sends the request to up through client (up.client, or up.fresh
 // for a new connection) and leaves the answer in ctx.Response.
-func (p *pool) attempt(ctx *fasthttp.RequestCtx, rs *reqState, up *upstream, client *fasthttp.HostClient) error {
+func (p *pool) attempt(ctx *fasthttp.RequestCtx, rs *reqState, up *upstream, client upstreamClient) error {
 	req := &ctx.Request
 	rs.attempts++
-	fresh := client == up.fresh
+	fresh := client == upstreamClient(up.fresh)
 	if fresh {
 		// The fresh client's connections serve one request each: the
 		// request says so, and fasthttp closes the connection after it.

@@ -73,6 +73,8 @@ type Server struct {
 	// tunnels are the upgraded (WebSocket) connections, which outlive
 	// the requests that opened them and fasthttp does not track.
 	tunnels *tunnels
+	// tls is the TLS listener's state (tls.go); nil without server.tls.
+	tls *edgeTLS
 
 	// inflight tracks requests in flight while the access log is on, so
 	// that Shutdown logs those its grace period cuts off. Nil when the
@@ -125,6 +127,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.snap.Store(snap)
 	s.obs.ConfigLoaded(true, time.Now())
+	if s.tls, err = s.newEdgeTLS(cfg); err != nil {
+		snap.close()
+		return nil, err
+	}
 	s.srv = s.newFastHTTP(cfg)
 	if cfg.Logging.AccessLog {
 		s.inflight = newInflight(cfg.Server.MaxConns)
@@ -254,7 +260,10 @@ func (s *Server) Addr() net.Addr {
 // now, with status 0 and error "shutdown" (docs/operations.md), and not
 // again if its handler finishes after all.
 func (s *Server) Shutdown(ctx context.Context) error {
+	tlsDone := make(chan struct{})
+	go func() { s.shutdownTLS(ctx); close(tlsDone) }()
 	err := s.srv.ShutdownWithContext(ctx)
+	<-tlsDone
 	if err != nil && s.inflight != nil {
 		s.inflight.cutOff(s.cutOffLog)
 	}
@@ -318,6 +327,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		rs.clientIP = snap.trusted.clientIP(rs.peer, h.PeekAll(fasthttp.HeaderXForwardedFor))
 	}
 	if s.rejectMalformed(ctx, rs, snap) {
+		return
+	}
+	if snap.edge != nil && s.edgeRequest(ctx, rs, snap) {
 		return
 	}
 
@@ -440,6 +452,9 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, rs *reqState, snap *snapshot) 
 	}
 	if rs.body.clientFault() {
 		answerBodyFault(ctx, rs)
+	}
+	if snap.edge != nil {
+		finishEdge(ctx, snap.edge)
 	}
 	// One field, the gateway's: an upstream's own ids are replaced.
 	ctx.Response.Header.DelBytes(snap.reqIDHeader)

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/textproto"
@@ -41,6 +40,8 @@ type snapshot struct {
 	maxHeaders     int
 
 	obs observeSnapshot // metrics, tracing, access log sampling
+	// edge is the server.tls policy; nil without server.tls (tls.go).
+	edge *edgePolicy
 
 	checkers []*balancer.Checker
 	// pools are the tenants' pools, closed with the snapshot.
@@ -156,6 +157,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 		maxHeaders:     cfg.Server.MaxHeaders,
 	}
 	snap.trusted = trustedProxies(cfg.Server.TrustedNets())
+	snap.edge = newEdgePolicy(cfg)
 	snap.admin = s.newAdmin(cfg.Admin.Token)
 	snap.obs = s.observeSettings(cfg)
 	defer func() {
@@ -376,7 +378,9 @@ func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, 
 		SecureErrorLogMessage: true,
 	}
 	if bu.TLS {
-		hc.TLSConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+		if hc.TLSConfig, err = upstreamTLSConfig(tc, uc, u.Hostname()); err != nil {
+			return nil, err
+		}
 	}
 	up.client = hc
 	// The fresh client shares the settings; each request it sends asks
@@ -511,6 +515,9 @@ func (h *scriptHost) ClientIP(ctx *fasthttp.RequestCtx) string {
 	}
 	return ctx.RemoteIP().String()
 }
+
+// TLS describes the request's TLS connection, for req.TLS.
+func (h *scriptHost) TLS(ctx *fasthttp.RequestCtx) (luavm.TLSInfo, bool) { return tlsInfo(ctx) }
 
 // WriteError answers with the gateway's JSON error body.
 func (h *scriptHost) WriteError(ctx *fasthttp.RequestCtx, status int, msg string) {

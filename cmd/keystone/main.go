@@ -183,10 +183,13 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		go servePprof(addr, logger)
 	}
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.ListenAndServe() }()
 	stopReopen := reopenOnSIGUSR1(srv, logger)
 	defer stopReopen()
+	if cfg.Server.TLS != nil {
+		go func() { errc <- srv.ListenAndServeTLS() }()
+	}
 
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
