@@ -351,6 +351,13 @@ func (e *Emitter) Counter(metric string, v uint64, labels ...string) {
 	vm.WriteCounterUint64(e.w, e.name(metric, labels), v)
 }
 
+// CounterFloat writes one counter sample whose value is not whole
+// (seconds spent, say).
+func (e *Emitter) CounterFloat(metric string, v float64, labels ...string) {
+	e.typeLine(metric, "counter")
+	vm.WriteCounterFloat64(e.w, e.name(metric, labels), v)
+}
+
 // Gauge writes one gauge sample.
 func (e *Emitter) Gauge(metric string, v float64, labels ...string) {
 	e.typeLine(metric, "gauge")

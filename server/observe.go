@@ -10,6 +10,7 @@ import (
 	"github.com/keystone-gateway/keystone/admin"
 	"github.com/keystone-gateway/keystone/breaker"
 	"github.com/keystone-gateway/keystone/config"
+	"github.com/keystone-gateway/keystone/luavm"
 	"github.com/keystone-gateway/keystone/observe"
 	"github.com/valyala/fasthttp"
 )
@@ -405,27 +406,56 @@ func (s *Server) collectGauges(e *observe.Emitter) {
 	for _, r := range rows {
 		e.Gauge("keystone_upstream_connections", float64(r.up.client.ConnsCount()), "tenant", r.tenant, "upstream", r.url)
 	}
-	var scripted []*tenant
+	type scriptStats struct {
+		t  *tenant
+		st luavm.Stats
+	}
+	var scripted []scriptStats
 	for _, t := range snap.tenants {
 		if t.script != nil {
-			scripted = append(scripted, t)
+			scripted = append(scripted, scriptStats{t, t.script.Stats()})
 		}
 	}
+	// One family at a time: the exposition format wants each metric's
+	// samples together, under its # TYPE line.
 	for _, state := range [...]string{"idle", "live"} {
-		for _, t := range scripted {
-			st := t.script.Stats()
-			v := st.VMsIdle
+		for _, sc := range scripted {
+			v := sc.st.VMsIdle
 			if state == "live" {
-				v = st.VMsLive
+				v = sc.st.VMsLive
 			}
-			e.Gauge("keystone_lua_vms", float64(v), "tenant", t.cfg.Name, "script", t.cfg.Script, "state", state)
+			e.Gauge("keystone_lua_vms", float64(v), "tenant", sc.t.cfg.Name, "script", sc.t.cfg.Script, "state", state)
 		}
 	}
-	for _, t := range scripted {
-		e.Counter("keystone_lua_vms_created_total", t.script.Stats().VMsCreated, "tenant", t.cfg.Name, "script", t.cfg.Script)
+	gauges := [...]struct {
+		name string
+		v    func(luavm.Stats) float64
+	}{
+		{"keystone_lua_threads", func(st luavm.Stats) float64 { return float64(st.Threads) }},
+		{"keystone_lua_inflight", func(st luavm.Stats) float64 { return float64(st.Inflight) }},
+		{"keystone_lua_memory_bytes", func(st luavm.Stats) float64 { return float64(st.MemoryBytes) }},
 	}
-	for _, t := range scripted {
-		e.Counter("keystone_lua_vms_discarded_total", t.script.Stats().VMsDiscarded, "tenant", t.cfg.Name, "script", t.cfg.Script)
+	for _, g := range gauges {
+		for _, sc := range scripted {
+			e.Gauge(g.name, g.v(sc.st), "tenant", sc.t.cfg.Name, "script", sc.t.cfg.Script)
+		}
+	}
+	counters := [...]struct {
+		name string
+		v    func(luavm.Stats) uint64
+	}{
+		{"keystone_lua_vms_created_total", func(st luavm.Stats) uint64 { return st.VMsCreated }},
+		{"keystone_lua_vms_discarded_total", func(st luavm.Stats) uint64 { return st.VMsDiscarded }},
+		{"keystone_lua_vm_waits_total", func(st luavm.Stats) uint64 { return st.VMWaits }},
+		{"keystone_lua_vm_wait_timeouts_total", func(st luavm.Stats) uint64 { return st.VMWaitTimeouts }},
+	}
+	for _, c := range counters {
+		for _, sc := range scripted {
+			e.Counter(c.name, c.v(sc.st), "tenant", sc.t.cfg.Name, "script", sc.t.cfg.Script)
+		}
+	}
+	for _, sc := range scripted {
+		e.CounterFloat("keystone_lua_vm_wait_seconds_total", sc.st.VMWaitTime.Seconds(), "tenant", sc.t.cfg.Name, "script", sc.t.cfg.Script)
 	}
 	if s.exporter != nil {
 		sent, dropped, failed := s.exporter.Stats()

@@ -123,6 +123,10 @@ tenants:
 		`keystone_upstream_healthy{tenant="api",upstream="` + api + `"}`:                                  1,
 		`keystone_upstream_inflight{tenant="api",upstream="` + api + `"}`:                                 0,
 		`keystone_lua_vms{tenant="lua",script="app.lua",state="idle"}`:                                    2,
+		`keystone_lua_inflight{tenant="lua",script="app.lua"}`:                                            0,
+		`keystone_lua_vm_waits_total{tenant="lua",script="app.lua"}`:                                      0,
+		`keystone_lua_vm_wait_timeouts_total{tenant="lua",script="app.lua"}`:                              0,
+		`keystone_lua_vm_wait_seconds_total{tenant="lua",script="app.lua"}`:                               0,
 		`keystone_config_last_reload_success`:                                                             1,
 		`keystone_build_info{version="test",goversion="` + goVersion() + `"}`:                             1,
 	} {
