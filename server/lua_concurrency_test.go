@@ -341,6 +341,8 @@ func TestLuaBusyAnswers503WithRetryAfter(t *testing.T) {
 	release.Do(func() { close(hold) })
 	wg.Wait()
 
+	// The held requests share one VM, so some may have queued for it
+	// briefly on a busy machine: at least one wait, exactly one timeout.
 	admin := g.get("/admin/tenants")
 	var ts []struct {
 		Name string `json:"name"`
@@ -359,8 +361,8 @@ func TestLuaBusyAnswers503WithRetryAfter(t *testing.T) {
 		switch {
 		case tn.Name == "plain" && tn.Lua != nil:
 			t.Error("the plain tenant shows a lua object")
-		case tn.Name == "lua" && (tn.Lua == nil || tn.Lua.VMWaits != 1 || tn.Lua.VMWaitTimeouts != 1 || tn.Lua.VMWaitSeconds < 0.3 || tn.Lua.Threads != held || tn.Lua.MaxMemory != 1<<20):
-			t.Errorf("admin lua stats %s, want one wait of at least 0.3s that timed out, %d threads", admin.Body(), held)
+		case tn.Name == "lua" && (tn.Lua == nil || tn.Lua.VMWaits < 1 || tn.Lua.VMWaitTimeouts != 1 || tn.Lua.VMWaitSeconds < 0.3 || tn.Lua.Threads != held || tn.Lua.MaxMemory != 1<<20):
+			t.Errorf("admin lua stats %s, want a wait of at least 0.3s that timed out, %d threads", admin.Body(), held)
 		}
 	}
 }
