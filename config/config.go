@@ -36,6 +36,8 @@ type Config struct {
 	Logging Logging `yaml:"logging"`
 	// Lua is the script engine.
 	Lua Lua `yaml:"lua"`
+	// Reload configures reloading on file changes.
+	Reload Reload `yaml:"reload"`
 	// Tenants are the routed applications, at least one.
 	Tenants []Tenant `yaml:"tenants"`
 
@@ -120,6 +122,24 @@ type Server struct {
 	// client sends a valid one and generated otherwise. Default
 	// "X-Request-ID".
 	RequestIDHeader string `yaml:"request_id_header"`
+
+	// PIDFile, when set, is where the running gateway writes its process
+	// id (removed on exit), for `keystone reload` to signal it. Relative
+	// paths are relative to the working directory. Default: none.
+	PIDFile string `yaml:"pid_file"`
+}
+
+// Reload configures reloading the config and scripts when their files
+// change. SIGHUP and POST /admin/reload reload whatever this says.
+type Reload struct {
+	// Watch reloads when the config file, or any file in the scripts
+	// folder, changes. Default false.
+	Watch bool `yaml:"watch"`
+
+	// Debounce is how long the files must stay unchanged before a watch
+	// reload starts, so that an editor's save (write, rename, chmod) or a
+	// ConfigMap update is one reload. Default 250ms.
+	Debounce Duration `yaml:"debounce"`
 }
 
 // Admin configures the admin JSON endpoints served on the main listener.

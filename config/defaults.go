@@ -46,6 +46,9 @@ func defaultConfig() Config {
 			AccessLog: true,
 			Output:    "stdout",
 		},
+		Reload: Reload{
+			Debounce: Duration(250 * time.Millisecond),
+		},
 		Lua: Lua{
 			MaxExecution:    Duration(50 * time.Millisecond),
 			CallStackSize:   200,

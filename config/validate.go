@@ -61,6 +61,7 @@ func validate(c *Config, d *decoder) {
 	validateAdmin(&c.Admin, d)
 	validateLogging(&c.Logging, d)
 	validateLua(&c.Lua, d)
+	positive(d, "reload.debounce", c.Reload.Debounce)
 	validateTenants(c, d)
 }
 

@@ -47,6 +47,7 @@ type Script struct {
 	targets   []fasthttp.RequestHandler // by handler index: routes, then NotFound and MethodNotAllowed per scope
 	nRoutes   int
 	signature string
+	routeInfo []RouteInfo // the routes registered, for Routes (routes.go)
 
 	// proxies holds the keystone.Proxy targets resolved while loading;
 	// written only while loading is true, by Load's goroutine. Targets

@@ -40,6 +40,12 @@ type Options struct {
 
 	// Version is reported by /admin/health. If empty, "dev".
 	Version string
+
+	// Load reads the config again for a reload (SIGHUP, POST
+	// /admin/reload, file watching): typically config.Load of the same
+	// file, with the same command-line overrides. If nil, those reloads
+	// fail with ErrNoLoader; Reload with a config still works.
+	Load func() (*config.Config, error)
 }
 
 // Server is a running gateway. Create it with New, run it with Serve or
@@ -50,9 +56,18 @@ type Server struct {
 	version string
 	started time.Time
 
-	// snap is the published snapshot. Stored by New (and by a reload),
-	// loaded once at the start of every request.
+	// snap is the published snapshot. Stored by New and by Reload (under
+	// rl.mu), loaded once at the start of every request.
 	snap atomic.Pointer[snapshot]
+
+	// reg owns the upstream state snapshots share (registry.go).
+	reg *registry
+	// rl serializes reloads and keeps their records (reload.go).
+	rl reloads
+	// load reads the config for a reload; nil if there is none.
+	load func() (*config.Config, error)
+	// serving is set by Serve: checkers start from then on.
+	serving atomic.Bool
 
 	srv *fasthttp.Server
 
@@ -81,7 +96,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		version: opts.Version,
 		started: time.Now(),
 		stores:  make(map[string]luavm.Store),
+		reg:     newRegistry(),
+		load:    opts.Load,
 	}
+	s.rl.stop = make(chan struct{})
 	if s.log == nil {
 		out := os.Stdout
 		if cfg.Logging.Output == "stderr" {
@@ -108,7 +126,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 // without listening or starting health checks, and reports the first error.
 // It is `keystone check`.
 func Check(cfg *config.Config) error {
-	s := &Server{log: slog.New(slog.DiscardHandler), stores: make(map[string]luavm.Store)}
+	s := &Server{log: slog.New(slog.DiscardHandler), stores: make(map[string]luavm.Store), reg: newRegistry()}
 	snap, err := s.build(cfg)
 	if err != nil {
 		return err
@@ -122,7 +140,6 @@ func Check(cfg *config.Config) error {
 // that answers 400, no panic recovery. Each setting below replaces one.
 func (s *Server) newFastHTTP(cfg *config.Config) *fasthttp.Server {
 	sc := cfg.Server
-	readTimeout := sc.ReadTimeout.D()
 	stream := sc.StreamRequestBodyOver < sc.MaxRequestBody
 	maxBuffered := int(sc.StreamRequestBodyOver)
 	if !stream {
@@ -143,7 +160,8 @@ func (s *Server) newFastHTTP(cfg *config.Config) *fasthttp.Server {
 				// deadline nothing waits on.
 				return fasthttp.RequestConfig{}
 			}
-			return fasthttp.RequestConfig{ReadTimeout: readTimeout}
+			// From the published snapshot, so a reload changes it.
+			return fasthttp.RequestConfig{ReadTimeout: s.snap.Load().readTimeout}
 		},
 		WriteTimeout: sc.WriteTimeout.D(),
 		IdleTimeout:  sc.IdleTimeout.D(),
@@ -192,7 +210,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.ln = ln
 	s.lnMu.Unlock()
 	snap := s.snap.Load()
-	snap.start()
+	s.rl.mu.Lock()
+	s.serving.Store(true)
+	s.snap.Load().start()
+	s.rl.mu.Unlock()
 	if snap.adminEnabled && snap.cfg.Admin.Token == "" && !loopback(ln.Addr()) {
 		s.log.Warn("admin endpoints are reachable from the network without a token; set admin.token",
 			"component", "server", "prefix", snap.cfg.Admin.Prefix)
@@ -226,6 +247,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err != nil && s.inflight != nil {
 		s.inflight.cutOff(s.cutOffLog)
 	}
+	// No reload after this point: the snapshot closed below stays the
+	// published one.
+	s.rl.mu.Lock()
+	defer s.rl.mu.Unlock()
+	s.rl.down = true
+	s.stopRetiring()
 	if snap := s.snap.Load(); snap != nil {
 		snap.close()
 	}
@@ -254,6 +281,14 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	rs.start = ctx.Time()
 	ctx.SetUserValue(stateKey, rs)
 	snap := s.snap.Load()
+	for !snap.life.enter() {
+		// Retired between the load and the count: a reload published a
+		// newer one first (snapLife).
+		snap = s.snap.Load()
+	}
+	// Deferred first, so it runs last: the snapshot may be closed as
+	// soon as this request stops counting.
+	defer snap.life.exit()
 	defer s.finish(ctx, rs, snap)
 	if snap.cfg.Logging.AccessLog {
 		// Before anything rewrites the request.

@@ -9,6 +9,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/keystone-gateway/keystone/admin"
 	"github.com/keystone-gateway/keystone/balancer"
@@ -37,10 +38,22 @@ type snapshot struct {
 	maxRequestLine int
 	maxHeaderBytes int
 	maxHeaders     int
+	readTimeout    time.Duration // server.read_timeout, once the headers are in
 
+	// checkers are the health checkers of the snapshot's upstreams,
+	// registry entries started by start (a checker an older snapshot
+	// started already goes on).
 	checkers []*balancer.Checker
-	// pools are the tenants' pools, closed with the snapshot.
+	// pools are the tenants' pools. Their upstreams are registry
+	// entries, closed when no snapshot holds them.
 	pools []*pool
+	// reg is the registry the snapshot's entries come from; held lists
+	// the keys it holds one reference to each, released by close.
+	reg  *registry
+	held []string
+	// life counts the requests running on the snapshot and tells a
+	// reload when the last one finished (reload.go).
+	life snapLife
 	// scriptPools are the pools keystone.Proxy("http://…") made for
 	// scripts, at load or at request time, closed with the snapshot.
 	scriptPools scriptPools
@@ -123,6 +136,9 @@ type tenant struct {
 	cfg    *config.Tenant
 	pool   *pool
 	script *luavm.Script
+	// scriptSum hashes the script's folder when it was loaded (reload
+	// tells a changed script from an unchanged one); nil without one.
+	scriptSum []byte
 	// serve handles a request matched to the tenant: the script's router
 	// (which falls back to the pool) or the pool itself.
 	serve fasthttp.RequestHandler
@@ -142,6 +158,8 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 		maxRequestLine: int(cfg.Server.MaxRequestLine),
 		maxHeaderBytes: int(cfg.Server.MaxHeaderBytes),
 		maxHeaders:     cfg.Server.MaxHeaders,
+		readTimeout:    cfg.Server.ReadTimeout.D(),
+		reg:            s.reg,
 	}
 	snap.trusted = trustedProxies(cfg.Server.TrustedNets())
 	snap.admin = s.newAdmin(cfg.Admin.Token)
@@ -154,7 +172,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 	routes := make([]route[*tenant], 0, len(cfg.Tenants))
 	for i := range cfg.Tenants {
 		tc := &cfg.Tenants[i]
-		p, err := s.newPool(snap, tc)
+		p, err := s.newPool(snap, tc, s.reg)
 		if err != nil {
 			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
 		}
@@ -198,6 +216,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			continue
 		}
 		t.script = sc
+		t.scriptSum = scriptSum(cfg.Scripts, t.cfg.Script)
 		t.serve = sc.Handler
 	}
 	if len(scriptErrs) > 0 {
@@ -207,8 +226,19 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 	return snap, nil
 }
 
-// newPool builds a tenant's upstream pool.
-func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
+// newPool builds a tenant's upstream pool. With a registry (the tenants'
+// pools), its upstreams, their health checkers and the retry budget are
+// registry entries the snapshot holds: unchanged ones carry over from the
+// running snapshot. Without one (keystone.Proxy URL pools), everything is
+// the snapshot's own, closed with it.
+func (s *Server) newPool(snap *snapshot, tc *config.Tenant, reg *registry) (*pool, error) {
+	budget := newRetryBudget(tc.Retries.BudgetRatio)
+	if reg != nil {
+		v, _ := reg.acquire(&snap.held, budgetKey(tc.Name, tc.Retries.BudgetRatio), func() (any, func(), error) {
+			return budget, nil, nil
+		})
+		budget = v.(*retryBudget)
+	}
 	p := &pool{
 		name:         tc.Name,
 		prefix:       []byte(tc.PathPrefix),
@@ -216,7 +246,7 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 		preserveHost: tc.PreserveHost,
 		timeout:      tc.Timeouts.Request.D(),
 		retry:        newRetryPolicy(tc.Retries),
-		budget:       newRetryBudget(tc.Retries.BudgetRatio),
+		budget:       budget,
 		trusted:      snap.trusted,
 		reqIDHeader:  snap.reqIDHeader,
 		replayBody:   int(snap.cfg.Server.StreamRequestBodyOver),
@@ -225,10 +255,29 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 		p.prefix = nil
 	}
 	bups := make([]*balancer.Upstream, 0, len(tc.Upstreams))
+	upKeys := make([]string, 0, len(tc.Upstreams))
 	for _, uc := range tc.Upstreams {
-		up, err := s.newUpstream(tc, uc)
-		if err != nil {
-			return nil, err
+		var up *upstream
+		if reg == nil {
+			u, err := s.newUpstream(tc, uc)
+			if err != nil {
+				return nil, err
+			}
+			up = u
+		} else {
+			key := upstreamKey(tc, uc)
+			v, err := reg.acquire(&snap.held, key, func() (any, func(), error) {
+				u, err := s.newUpstream(tc, uc)
+				if err != nil {
+					return nil, nil, err
+				}
+				return u, u.close, nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			up = v.(*upstream)
+			upKeys = append(upKeys, key)
 		}
 		if len(p.ups) == 0 {
 			p.basePath = []byte(up.basePath)
@@ -261,8 +310,22 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 		if err := hcc.Validate(); err != nil {
 			return nil, fmt.Errorf("health_check: %w", err)
 		}
-		c := balancer.NewChecker(hcc, bups, s.log.With("tenant", tc.Name))
-		snap.checkers = append(snap.checkers, c)
+		log := s.log.With("tenant", tc.Name)
+		if reg == nil {
+			// keystone.Proxy URL pools are built without health
+			// checks (ProxyHandler); nothing would stop a checker.
+			return nil, errors.New("health_check: not available on a pool without a registry")
+		}
+		// One checker per upstream entry, so an upstream that stays keeps
+		// its checker (and its goroutine) however the tenant's other
+		// upstreams change.
+		for i, bu := range bups {
+			v, _ := reg.acquire(&snap.held, checkerKey(upKeys[i], hc), func() (any, func(), error) {
+				c := balancer.NewChecker(hcc, []*balancer.Upstream{bu}, log)
+				return c, c.Stop, nil
+			})
+			snap.checkers = append(snap.checkers, v.(*balancer.Checker))
+		}
 	}
 	return p, nil
 }
@@ -330,7 +393,7 @@ func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, 
 	// Admin and the access log name the upstream as configured, base path
 	// included. Set before the upstream is shared.
 	bu.URL = uc.URL
-	up := &upstream{Upstream: bu, host: u.Host, scheme: []byte(u.Scheme), basePath: base}
+	up := &upstream{Upstream: bu, tenant: tc.Name, host: u.Host, scheme: []byte(u.Scheme), basePath: base}
 	hc := &fasthttp.HostClient{
 		Addr:                     bu.Addr,
 		IsTLS:                    bu.TLS,
@@ -392,29 +455,38 @@ func (snap *snapshot) start() {
 	}
 }
 
-// close stops the snapshot's background work and releases its scripts. The
-// snapshot must no longer serve requests.
+// close releases the snapshot's scripts, its keystone.Proxy URL pools and
+// its registry references: upstreams, checkers and budgets no other
+// snapshot holds are closed. The snapshot must no longer serve requests.
+// close is idempotent.
 func (snap *snapshot) close() {
-	for _, c := range snap.checkers {
-		c.Stop()
+	if !snap.life.markClosed() {
+		return
 	}
 	for _, t := range snap.tenants {
 		if t.script != nil {
 			t.script.Close()
 		}
 	}
-	for _, p := range snap.pools {
-		p.closeIdle()
-	}
 	snap.scriptPools.close()
+	if snap.reg != nil {
+		snap.reg.release(snap.held)
+	}
 }
 
-// closeIdle closes the idle connections of the pool's upstreams.
+// closeIdle closes the idle connections of the pool's upstreams and stops
+// their checkers (pools made without a registry).
 func (p *pool) closeIdle() {
 	for _, up := range p.ups {
-		up.client.CloseIdleConnections()
-		up.fresh.CloseIdleConnections()
+		up.close()
 	}
+}
+
+// close closes the idle connections of both of the upstream's clients;
+// connections in use close when their request ends.
+func (u *upstream) close() {
+	u.client.CloseIdleConnections()
+	u.fresh.CloseIdleConnections()
 }
 
 func (snap *snapshot) notFound(ctx *fasthttp.RequestCtx) {
@@ -461,7 +533,7 @@ func (h *scriptHost) ProxyHandler(target string) (fasthttp.RequestHandler, error
 		// One upstream: nowhere to eject it to (see config's default).
 		tc.OutlierDetection = nil
 		tc.StripPrefix = false
-		return h.srv.newPool(h.snap, &tc)
+		return h.srv.newPool(h.snap, &tc, nil)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("keystone.Proxy(%q): %w", target, err)
