@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"io"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -125,7 +126,7 @@ func (h *Handler) serveControl(ctx *fasthttp.RequestCtx, path string) bool {
 			return true
 		}
 		var ref upstreamRef
-		if err := json.Unmarshal(ctx.PostBody(), &ref); err != nil || ref.Tenant == "" || ref.URL == "" {
+		if err := json.Unmarshal(requestBody(ctx), &ref); err != nil || ref.Tenant == "" || ref.URL == "" {
 			h.writeError(ctx, fasthttp.StatusBadRequest, "bad_request", `expected a JSON body {"tenant": "...", "url": "..."}`)
 			return true
 		}
@@ -139,6 +140,19 @@ func (h *Handler) serveControl(ctx *fasthttp.RequestCtx, path string) bool {
 		return false
 	}
 	return true
+}
+
+// maxControlBody bounds the JSON body of a control endpoint.
+const maxControlBody = 64 << 10
+
+// requestBody returns the request body, up to maxControlBody bytes (the
+// server may hand it over as a stream).
+func requestBody(ctx *fasthttp.RequestCtx) []byte {
+	if s := ctx.RequestBodyStream(); s != nil {
+		b, _ := io.ReadAll(io.LimitReader(s, maxControlBody))
+		return b
+	}
+	return ctx.PostBody()
 }
 
 // method answers 405 unless the request uses want (GET also allows HEAD)

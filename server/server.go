@@ -68,6 +68,9 @@ type Server struct {
 	load func() (*config.Config, error)
 	// serving is set by Serve: checkers start from then on.
 	serving atomic.Bool
+	// watch is the file watcher (reload.watch), nil if off. Set by Serve
+	// and cleared by Shutdown, under rl.mu.
+	watch *watcher
 
 	srv *fasthttp.Server
 
@@ -213,6 +216,15 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.rl.mu.Lock()
 	s.serving.Store(true)
 	s.snap.Load().start()
+	if cfg := snap.cfg; cfg.Reload.Watch && s.watch == nil && !s.rl.down {
+		if s.load == nil {
+			s.log.Error("reload.watch is set but the server has no config file to read again; not watching", "component", "reload")
+		} else if w, err := s.startWatcher(cfg); err != nil {
+			s.log.Error("cannot watch the config files; reload with SIGHUP or POST /admin/reload", "component", "reload", "error", err.Error())
+		} else {
+			s.watch = w
+		}
+	}
 	s.rl.mu.Unlock()
 	if snap.adminEnabled && snap.cfg.Admin.Token == "" && !loopback(ln.Addr()) {
 		s.log.Warn("admin endpoints are reachable from the network without a token; set admin.token",
@@ -243,6 +255,16 @@ func (s *Server) Addr() net.Addr {
 // now, with status 0 and error "shutdown" (docs/operations.md), and not
 // again if its handler finishes after all.
 func (s *Server) Shutdown(ctx context.Context) error {
+	// No reload from here on. The watcher is stopped outside rl.mu: a
+	// watch reload it runs may be waiting for it.
+	s.rl.mu.Lock()
+	s.rl.down = true
+	w := s.watch
+	s.watch = nil
+	s.rl.mu.Unlock()
+	if w != nil {
+		w.close()
+	}
 	err := s.srv.ShutdownWithContext(ctx)
 	if err != nil && s.inflight != nil {
 		s.inflight.cutOff(s.cutOffLog)
@@ -251,7 +273,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// published one.
 	s.rl.mu.Lock()
 	defer s.rl.mu.Unlock()
-	s.rl.down = true
 	s.stopRetiring()
 	if snap := s.snap.Load(); snap != nil {
 		snap.close()
