@@ -263,27 +263,46 @@ func diffTenants(old, cur *snapshot) (added, removed, changed []string) {
 	return added, removed, changed
 }
 
-// scriptSum hashes every file of the scripts folder a tenant's script could
-// read (its own and the modules it may require): a change to any of them
-// counts as a change of the script. nil for a tenant without a script.
-func scriptSum(fsys fs.FS, name string) []byte {
-	if name == "" || fsys == nil {
+// scriptSums hashes each tenant script of cfg with the modules it may
+// require: a tenant's sum covers its own file and every file of the
+// scripts folder that is no tenant's script (the modules), so editing a
+// module marks every scripted tenant changed, editing one script only its
+// tenants. The folder is read once per build.
+func scriptSums(cfg *config.Config) map[string][]byte {
+	if cfg.Scripts == nil {
 		return nil
 	}
-	h := sha256.New()
-	_ = fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+	own := map[string]bool{}
+	for i := range cfg.Tenants {
+		if sc := cfg.Tenants[i].Script; sc != "" {
+			own[sc] = true
+		}
+	}
+	files := map[string][]byte{}
+	modules := sha256.New()
+	_ = fs.WalkDir(cfg.Scripts, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return nil
 		}
-		b, err := fs.ReadFile(fsys, p)
+		b, err := fs.ReadFile(cfg.Scripts, p)
 		if err != nil {
 			return nil
 		}
-		fmt.Fprintf(h, "%s\x00%d\x00", p, len(b))
-		h.Write(b)
+		if own[p] {
+			sum := sha256.Sum256(b)
+			files[p] = sum[:]
+		} else {
+			fmt.Fprintf(modules, "%s\x00%d\x00", p, len(b))
+			modules.Write(b)
+		}
 		return nil
 	})
-	return h.Sum(nil)
+	mod := modules.Sum(nil)
+	out := make(map[string][]byte, len(files))
+	for p, sum := range files {
+		out[p] = append(append([]byte(nil), sum...), mod...)
+	}
+	return out
 }
 
 // needsRestart lists the config keys whose value changed but that a

@@ -195,6 +195,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 	// tenant's script resolves another tenant's pool. Every script is
 	// loaded even after one fails, so `keystone check` reports them all.
 	var scriptErrs []error
+	sums := scriptSums(cfg)
 	for _, t := range snap.tenants {
 		if t.cfg.Script == "" {
 			continue
@@ -216,7 +217,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			continue
 		}
 		t.script = sc
-		t.scriptSum = scriptSum(cfg.Scripts, t.cfg.Script)
+		t.scriptSum = sums[t.cfg.Script]
 		t.serve = sc.Handler
 	}
 	if len(scriptErrs) > 0 {
