@@ -8,7 +8,7 @@ BENCH_FLAGS ?=
 # Where make microbench writes; compare two with bench/compare.sh OLD NEW.
 MICRO ?= $(BENCH_OUT)/micro-$(shell git rev-parse --short HEAD 2>/dev/null || echo wip).txt
 
-.PHONY: bench bench-smoke microbench
+.PHONY: bench bench-smoke microbench docs-screenshot
 
 ## bench: full suite vs nginx and HAProxy (~25 min), with Keystone profiles.
 bench:
@@ -22,3 +22,7 @@ bench-smoke:
 microbench:
 	@mkdir -p $(dir $(MICRO))
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./... > $(MICRO); status=$$?; cat $(MICRO); echo "wrote $(MICRO)"; exit $$status
+
+## docs-screenshot: redraw docs/dashboard.png in headless Chromium (the dashboard test's gateway).
+docs-screenshot:
+	KEYSTONE_DASHBOARD_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(GO) test -count=1 -run TestDashboardRendersInHeadlessChromium ./server/

@@ -3,6 +3,8 @@
 //
 //	GET /admin/health   overall and per-tenant status, per-upstream state
 //	GET /admin/tenants  the tenants with their domains, prefix, balancer and upstreams
+//	GET /admin/stats    per-tenant request counts and duration buckets (dashboard.go)
+//	GET /admin/         the dashboard: one HTML page polling the endpoints above
 //
 // and, with a Control, the reload, route and drain endpoints (control.go).
 //
@@ -114,6 +116,9 @@ func New(cfg Config, src Source) *Handler {
 // Serve answers an admin request. path is the request path after the admin
 // prefix ("/health"), already normalized by the server.
 func (h *Handler) Serve(ctx *fasthttp.RequestCtx, path []byte) {
+	if h.serveDashboard(ctx, path) {
+		return
+	}
 	if h.token != nil && subtle.ConstantTimeCompare(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), h.token) != 1 {
 		h.writeError(ctx, fasthttp.StatusUnauthorized, "unauthorized", "admin token required")
 		// RFC 9110 §11.6.1: a 401 carries a challenge; RFC 6750 §3
@@ -130,6 +135,13 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx, path []byte) {
 		body = h.health()
 	case "/tenants":
 		body = h.tenants()
+	case "/stats":
+		st, ok := h.stats()
+		if !ok {
+			h.writeError(ctx, fasthttp.StatusNotFound, "not_found", "metrics are disabled")
+			return
+		}
+		body = st
 	default:
 		h.writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such admin endpoint")
 		return

@@ -34,6 +34,10 @@ type Config struct {
 	Admin Admin `yaml:"admin"`
 	// Logging is the structured and access logs.
 	Logging Logging `yaml:"logging"`
+	// Metrics is the Prometheus endpoint.
+	Metrics Metrics `yaml:"metrics"`
+	// Tracing is W3C Trace Context propagation.
+	Tracing Tracing `yaml:"tracing"`
 	// Lua is the script engine.
 	Lua Lua `yaml:"lua"`
 	// Reload configures reloading on file changes.
@@ -168,6 +172,45 @@ type Logging struct {
 
 	// Output is stdout or stderr. Default stdout.
 	Output string `yaml:"output"`
+
+	// AccessLogSample is the share of access lines written, 0..1: 0.1
+	// writes about one request in ten. Lines of requests the gateway
+	// answered with an error of its own, or with a 5xx, are always
+	// written. Default 1.
+	AccessLogSample float64 `yaml:"access_log_sample"`
+}
+
+// Metrics configures the Prometheus text endpoint, served on the main
+// listener and guarded by admin.token like the admin endpoints.
+type Metrics struct {
+	// Enabled serves the metrics. Default true.
+	Enabled bool `yaml:"enabled"`
+
+	// Path is where the metrics are served; no tenant may claim it.
+	// Default "/metrics".
+	Path string `yaml:"path"`
+}
+
+// Tracing configures the gateway's part in W3C Trace Context.
+type Tracing struct {
+	// Enabled propagates traceparent: a request's trace id is kept (or a
+	// trace started) and the upstream is sent the gateway's span id as
+	// its parent. Default true.
+	Enabled bool `yaml:"enabled"`
+
+	// SampleRatio is the share of traces the gateway starts (requests
+	// without a valid traceparent) that it flags as sampled, 0..1. An
+	// incoming trace keeps its caller's flag. Default 1.
+	SampleRatio float64 `yaml:"sample_ratio"`
+
+	// OTLPEndpoint, when set, is an OTLP/HTTP collector's traces URL
+	// ("http://collector:4318/v1/traces") that the spans of sampled
+	// requests are sent to, as protobuf-JSON. Default "": no export.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+
+	// ExportInterval is how often buffered spans are sent to
+	// OTLPEndpoint. Default 1s.
+	ExportInterval Duration `yaml:"export_interval"`
 }
 
 // Lua configures the script engine shared by every tenant's script.
@@ -201,6 +244,10 @@ type Lua struct {
 	// MaxStringSize caps one string built by the string library or
 	// json.encode inside a script. Default 16MiB.
 	MaxStringSize Size `yaml:"max_string_size"`
+
+	// MaxScriptSize caps the size of one script file or required module;
+	// a larger one is refused at load. Default 1MiB.
+	MaxScriptSize Size `yaml:"max_script_size"`
 }
 
 // Tenant is one routed application: how requests are matched to it and where

@@ -592,6 +592,24 @@ func TestErrors(t *testing.T) {
 `, []string{
 			`x.yaml:2:62: tenants[0].path_prefix: tenant cannot shadow the admin prefix "/admin"`,
 			`x.yaml:3:62: tenants[1].path_prefix: tenant cannot shadow the admin prefix "/admin"`}},
+		{"prefixes that shadow the metrics path", `tenants:
+  - {name: a, upstreams: [{url: "http://a:1"}], path_prefix: /metrics}
+  - {name: b, upstreams: [{url: "http://a:1"}], path_prefix: /metrics/x}
+  - {name: c, upstreams: [{url: "http://a:1"}], path_prefix: /metricsx}
+`, []string{
+			`x.yaml:2:62: tenants[0].path_prefix: tenant cannot shadow the metrics path "/metrics"`,
+			`x.yaml:3:62: tenants[1].path_prefix: tenant cannot shadow the metrics path "/metrics"`}},
+		{"observability settings out of range", `logging: {access_log_sample: 1.5}
+metrics: {path: /}
+tracing: {sample_ratio: -0.1, otlp_endpoint: "collector:4318", export_interval: 0s}
+tenants:
+  - {name: a, upstreams: [{url: "http://a:1"}], path_prefix: /}
+`, []string{
+			`x.yaml:1:30: logging.access_log_sample: expected a ratio between 0 and 1, got 1.5`,
+			`x.yaml:2:17: metrics.path: expected a path other than "/" such as "/metrics", got "/"`,
+			`x.yaml:3:25: tracing.sample_ratio: expected a ratio between 0 and 1, got -0.1`,
+			`x.yaml:3:46: tracing.otlp_endpoint: expected an absolute http(s) URL such as "http://collector:4318/v1/traces", got "collector:4318"`,
+			`x.yaml:3:81: tracing.export_interval: expected a duration greater than 0, got 0s`}},
 
 		// upstreams.
 		{"bad upstream URLs", `tenants:

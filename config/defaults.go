@@ -41,10 +41,20 @@ func defaultConfig() Config {
 			Prefix:  "/admin",
 		},
 		Logging: Logging{
-			Level:     "info",
-			Format:    "json",
-			AccessLog: true,
-			Output:    "stdout",
+			Level:           "info",
+			Format:          "json",
+			AccessLog:       true,
+			Output:          "stdout",
+			AccessLogSample: 1,
+		},
+		Metrics: Metrics{
+			Enabled: true,
+			Path:    "/metrics",
+		},
+		Tracing: Tracing{
+			Enabled:        true,
+			SampleRatio:    1,
+			ExportInterval: Duration(time.Second),
 		},
 		Reload: Reload{
 			Debounce: Duration(250 * time.Millisecond),
@@ -54,6 +64,7 @@ func defaultConfig() Config {
 			CallStackSize:   200,
 			RegistryMaxSize: 262144,
 			MaxStringSize:   16 * MiB,
+			MaxScriptSize:   1 * MiB,
 		},
 	}
 }

@@ -60,6 +60,7 @@ func validate(c *Config, d *decoder) {
 	validateServer(&c.Server, d)
 	validateAdmin(&c.Admin, d)
 	validateLogging(&c.Logging, d)
+	validateObserve(c, d)
 	validateLua(&c.Lua, d)
 	positive(d, "reload.debounce", c.Reload.Debounce)
 	validateTenants(c, d)
@@ -191,6 +192,29 @@ func validateLogging(l *Logging, d *decoder) {
 	oneOf(d, "logging.output", l.Output, "stdout", "stderr")
 }
 
+func validateObserve(c *Config, d *decoder) {
+	ratio(d, "logging.access_log_sample", c.Logging.AccessLogSample)
+	ratio(d, "tracing.sample_ratio", c.Tracing.SampleRatio)
+	positive(d, "tracing.export_interval", c.Tracing.ExportInterval)
+	if ep := c.Tracing.OTLPEndpoint; ep != "" {
+		if u, err := url.Parse(ep); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			d.errorAt("tracing.otlp_endpoint", "expected an absolute http(s) URL such as \"http://collector:4318/v1/traces\", got %q", clip(ep))
+		}
+	}
+	if p := c.Metrics.Path; p == "/" {
+		d.errorAt("metrics.path", "expected a path other than \"/\" such as \"/metrics\", got \"/\"")
+	} else if msg := checkPathPrefix(p); msg != "" {
+		d.errorAt("metrics.path", "%s", msg)
+	}
+}
+
+// ratio reports a share outside 0..1.
+func ratio(d *decoder, p string, v float64) {
+	if !(v >= 0 && v <= 1) {
+		d.errorAt(p, "expected a ratio between 0 and 1, got %v", v)
+	}
+}
+
 func validateLua(l *Lua, d *decoder) {
 	between(d, "lua.pool_size", l.PoolSize, 1, 1<<16)
 	if l.MaxVMs < l.PoolSize && l.PoolSize >= 1 {
@@ -204,6 +228,7 @@ func validateLua(l *Lua, d *decoder) {
 	between(d, "lua.call_stack_size", l.CallStackSize, 1, math.MaxInt32)
 	between(d, "lua.registry_max_size", l.RegistryMaxSize, 1, math.MaxInt32)
 	positiveSize(d, "lua.max_string_size", l.MaxStringSize)
+	positiveSize(d, "lua.max_script_size", l.MaxScriptSize)
 }
 
 // tenantNameRE is the syntax of a tenant name: it appears in logs, metrics
@@ -314,6 +339,9 @@ func validateTenant(c *Config, d *decoder, t *Tenant, tp string) (hosts []string
 		} else if a := c.Admin; a.Enabled && a.Prefix != "" &&
 			(t.PathPrefix == a.Prefix || strings.HasPrefix(t.PathPrefix, a.Prefix+"/")) {
 			d.errorAt(tp+".path_prefix", "tenant cannot shadow the admin prefix %q", a.Prefix)
+		} else if m := c.Metrics; m.Enabled && m.Path != "" && m.Path != "/" &&
+			(t.PathPrefix == m.Path || strings.HasPrefix(t.PathPrefix, m.Path+"/")) {
+			d.errorAt(tp+".path_prefix", "tenant cannot shadow the metrics path %q", m.Path)
 		}
 		// "/" matches every path, the same as no prefix; one spelling
 		// keeps the router and the conflict check simple.

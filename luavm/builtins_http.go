@@ -44,6 +44,10 @@ func (v *vm) httpDo(L *lua.LState, method string, n int) int {
 	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
 		L.ArgError(n, "expected an absolute http(s) URL, got "+quote(url))
 	}
+	if hasUserinfo(url) {
+		// fasthttp would turn it into an Authorization header.
+		L.ArgError(n, "URL must not carry credentials (user:password@): set an Authorization header instead")
+	}
 	opts := L.OptTable(n+1, nil)
 
 	req := fasthttp.AcquireRequest()
@@ -51,13 +55,19 @@ func (v *vm) httpDo(L *lua.LState, method string, n int) int {
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(url)
+	// fasthttp escapes the path it writes but not the query: "?q=a b"
+	// would end the request target early, as req:SetRawQuery would.
+	if q := req.URI().QueryString(); len(q) > 0 {
+		req.URI().SetQueryString(escapeQuery(string(q)))
+	}
 	req.Header.SetMethod(method)
 	timeout := defaultHTTPTimeout
 	if opts != nil {
 		if h, ok := opts.RawGetString("headers").(*lua.LTable); ok {
 			h.ForEach(func(k, val lua.LValue) {
 				ks, vs := lua.LVAsString(k), lua.LVAsString(val)
-				if !httpguts.ValidHeaderFieldName(ks) || !httpguts.ValidHeaderFieldValue(vs) {
+				if !httpguts.ValidHeaderFieldName(ks) || !httpguts.ValidHeaderFieldValue(vs) ||
+					strings.EqualFold(ks, fasthttp.HeaderHost) && !validHost(vs) {
 					L.ArgError(n+1, "invalid header "+quote(ks))
 				}
 				req.Header.Set(ks, vs)
@@ -102,4 +112,13 @@ func (v *vm) httpDo(L *lua.LState, method string, n int) int {
 	t.RawSetString("body", lua.LString(body))
 	L.Push(t)
 	return 1
+}
+
+// hasUserinfo reports whether an absolute URL's authority has a '@'.
+func hasUserinfo(url string) bool {
+	_, rest, _ := strings.Cut(url, "://")
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	return strings.Contains(rest, "@")
 }

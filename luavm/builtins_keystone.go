@@ -145,26 +145,46 @@ func (v *vm) logLua(L *lua.LState) int {
 		attrs = append(attrs, slog.String("request_id", v.s.requestID(v.ctx)))
 	}
 	if fields != nil {
+		// The first maxLogFields keys in order, kept while walking: a
+		// table of a million fields is neither copied nor sorted whole,
+		// and the walk polls the deadline.
 		var keys []string
 		vals := map[string]lua.LValue{}
+		n := 0
+		trim := func() {
+			slices.Sort(keys)
+			for _, k := range keys[min(len(keys), maxLogFields):] {
+				delete(vals, k)
+			}
+			keys = keys[:min(len(keys), maxLogFields)]
+		}
 		fields.ForEach(func(k, val lua.LValue) {
+			if n++; n%pollSteps == 0 && v.dl.expiredNow() {
+				L.RaiseError("%s", errTimeoutText)
+			}
 			ks := k.String()
 			keys = append(keys, ks)
 			vals[ks] = val
+			if len(keys) == 4*maxLogFields {
+				trim()
+			}
 		})
-		slices.Sort(keys)
+		trim()
+		if n > maxLogFields {
+			attrs = append(attrs, slog.Int("fields_dropped", n-maxLogFields))
+		}
 		for _, k := range keys {
-			attrs = append(attrs, luaAttr(k, vals[k]))
+			attrs = append(attrs, luaAttr(clipLog(k), vals[k]))
 		}
 	}
-	log.LogAttrs(context.Background(), level, msg, attrs...)
+	log.LogAttrs(context.Background(), level, clipLog(msg), attrs...)
 	return 0
 }
 
 func luaAttr(k string, val lua.LValue) slog.Attr {
 	switch x := val.(type) {
 	case lua.LString:
-		return slog.String(k, string(x))
+		return slog.String(k, clipLog(string(x)))
 	case lua.LBool:
 		return slog.Bool(k, bool(x))
 	case lua.LNumber:

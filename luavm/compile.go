@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"path/filepath"
+	"strconv"
 	"strings"
 
 	lua "github.com/yuin/gopher-lua"
@@ -16,31 +19,78 @@ import (
 // L.NewFunctionFromProto. A Program is immutable and safe for concurrent
 // use; gopher-lua never writes to a FunctionProto while running it.
 type Program struct {
-	fsys  fs.FS
-	name  string
-	proto *lua.FunctionProto
-	lines int
+	fsys    fs.FS
+	name    string
+	dir     string // the directory fsys was opened from, for messages
+	maxSize int    // MaxScriptSize, for the modules it requires
+	proto   *lua.FunctionProto
+	lines   int
 }
 
 // Name returns the script's path inside its file system.
 func (p *Program) Name() string { return p.name }
 
-// Compile reads name from fsys, parses and compiles it. Errors are an
-// ErrorList of one *Error, "FILE:LINE:COL: message" (the column only for
-// parse errors: gopher-lua's compiler reports lines alone).
+// File returns the script's path as errors and logs print it: Name joined
+// to the scripts directory it was loaded from, so an editor can open it.
+func (p *Program) File() string { return p.file(p.name) }
+
+// file returns the printed path of name, a path inside fsys.
+func (p *Program) file(name string) string { return displayPath(p.dir, name) }
+
+func displayPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return filepath.Join(dir, filepath.FromSlash(name))
+}
+
+// Compile reads name from fsys, parses and compiles it, with the default
+// MaxScriptSize. Errors are an ErrorList of one *Error,
+// "FILE:LINE:COL: message" (the column only for parse errors: gopher-lua's
+// compiler reports lines alone).
 func Compile(fsys fs.FS, name string) (*Program, error) {
+	return compile(fsys, name, "", defaultMaxScriptSize)
+}
+
+// compile is Compile with the scripts directory to print paths under and
+// the size limit.
+func compile(fsys fs.FS, name, dir string, maxSize int) (*Program, error) {
+	p := &Program{fsys: fsys, name: name, dir: dir, maxSize: maxSize}
 	if !fs.ValidPath(name) || name == "." {
 		return nil, ErrorList{{File: name, Msg: fmt.Sprintf("invalid script path %q: expected a slash-separated path inside the scripts folder", name)}}
 	}
-	src, err := fs.ReadFile(fsys, name)
-	if err != nil {
-		return nil, ErrorList{{File: name, Msg: "cannot read script: " + unwrapPathError(err)}}
+	src, e := readScript(fsys, name, p.file(name), maxSize)
+	if e != nil {
+		return nil, ErrorList{e}
 	}
-	proto, cerr := compileChunk(src, name)
+	proto, cerr := compileChunk(src, p.file(name))
 	if cerr != nil {
 		return nil, ErrorList{cerr}
 	}
-	return &Program{fsys: fsys, name: name, proto: proto, lines: bytes.Count(src, []byte{'\n'}) + 1}, nil
+	p.proto, p.lines = proto, bytes.Count(src, []byte{'\n'})+1
+	return p, nil
+}
+
+// readScript reads a script or module, refusing one over maxSize bytes
+// without reading more than that.
+func readScript(fsys fs.FS, name, file string, maxSize int) ([]byte, *Error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, &Error{File: file, Msg: "cannot read script: " + unwrapPathError(err)}
+	}
+	defer f.Close()
+	src, err := io.ReadAll(io.LimitReader(f, int64(maxSize)+1))
+	if err != nil {
+		return nil, &Error{File: file, Msg: "cannot read script: " + unwrapPathError(err)}
+	}
+	if len(src) > maxSize {
+		size := fmt.Sprintf("more than %d", maxSize)
+		if st, err := f.Stat(); err == nil {
+			size = strconv.FormatInt(st.Size(), 10)
+		}
+		return nil, &Error{File: file, Line: 1, Msg: fmt.Sprintf("script of %s bytes exceeds lua.max_script_size (%d bytes)", size, maxSize)}
+	}
+	return src, nil
 }
 
 // compileChunk parses and compiles src; name becomes the chunk's source
@@ -60,6 +110,9 @@ func compileChunk(src []byte, name string) (*lua.FunctionProto, *Error) {
 			return nil, e
 		}
 		return nil, &Error{File: name, Msg: strings.TrimSpace(err.Error())}
+	}
+	if line, ok := checkConstants(chunk, maxConstants); !ok {
+		return nil, constantsError(name, line)
 	}
 	proto, err := lua.Compile(chunk, name)
 	if err != nil {

@@ -42,6 +42,10 @@ type Config struct {
 	// read by req:Body() and w:Body(). If zero, 16 MiB.
 	MaxStringSize int
 
+	// MaxScriptSize caps the size of a script and of each module it
+	// requires; a larger file is refused at load. If zero, 1 MiB.
+	MaxScriptSize int
+
 	// Logger receives script errors and keystone.Log lines, with
 	// component=lua. If nil, slog.Default().
 	Logger *slog.Logger
@@ -53,6 +57,7 @@ const (
 	defaultCallStackSize   = 200
 	defaultRegistryMaxSize = 262144
 	defaultMaxStringSize   = 16 << 20
+	defaultMaxScriptSize   = 1 << 20
 	minDefaultMaxVMs       = 64
 
 	// initialRegistrySize is where each VM's registry starts; it grows
@@ -77,7 +82,7 @@ func (c Config) withDefaults() (Config, error) {
 	}{
 		{"PoolSize", int64(c.PoolSize)}, {"MaxVMs", int64(c.MaxVMs)}, {"MaxExecution", int64(c.MaxExecution)},
 		{"CallStackSize", int64(c.CallStackSize)}, {"RegistryMaxSize", int64(c.RegistryMaxSize)},
-		{"MaxStringSize", int64(c.MaxStringSize)},
+		{"MaxStringSize", int64(c.MaxStringSize)}, {"MaxScriptSize", int64(c.MaxScriptSize)},
 	} {
 		if f.value < 0 {
 			return c, fmt.Errorf("luavm: Config.%s is negative (%d)", f.name, f.value)
@@ -103,6 +108,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxStringSize == 0 {
 		c.MaxStringSize = defaultMaxStringSize
+	}
+	if c.MaxScriptSize == 0 {
+		c.MaxScriptSize = defaultMaxScriptSize
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -136,7 +144,8 @@ type Options struct {
 
 	// PathPrefix is the tenant's path prefix ("" or "/api"). The script's
 	// root router is mounted there, as chi's Mount would: with "/api",
-	// r:Get("/hello") matches "/api/hello" and r:Get("/") matches "/api".
+	// r:Get("/hello") matches "/api/hello" and r:Get("/") matches "/api"
+	// and "/api/".
 	PathPrefix string
 
 	// Host provides proxying and error responses. Required.
@@ -155,6 +164,13 @@ type Options struct {
 	// HTTPClient serves keystone.http. If nil, a package-level pooled
 	// client with bounded connections and response bodies.
 	HTTPClient *fasthttp.Client
+
+	// ScriptsDir is the directory the script's fs.FS was opened from, as
+	// the user names it (relative to the working directory, or absolute).
+	// Script paths in load errors, runtime error logs and Lua error
+	// positions are joined to it, so an editor can open them. If empty,
+	// they are paths inside the fs.FS.
+	ScriptsDir string
 
 	// RequestIDHeader names the request id header read for logs.
 	// If empty, "X-Request-ID".

@@ -116,16 +116,16 @@ func (s *Script) fail(ctx *fasthttp.RequestCtx, err error) {
 		// Lua outside any deadline.
 		msg = aerr.Object.String()
 	}
-	e := errorAt(pos{file: s.prog.name}, msg)
+	e := errorAt(pos{file: s.prog.File()}, msg)
 	text := "script error"
 	if strings.HasSuffix(e.Msg, errTimeoutText) {
 		text = "script timeout"
 	}
 	s.log.LogAttrs(context.Background(), slog.LevelError, text,
 		slog.String("request_id", s.requestID(ctx)),
-		slog.String("file", e.File),
+		slog.String("file", clipLog(e.File)),
 		slog.Int("line", e.Line),
-		slog.String("error", e.Msg),
+		slog.String("error", clipLog(e.Msg)),
 	)
 	ctx.Response.Reset()
 	s.host.WriteError(ctx, fasthttp.StatusInternalServerError, text)

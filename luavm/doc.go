@@ -45,6 +45,10 @@
 // closes; the clock is paused while a Go call waits on the network. A VM
 // whose deadline fired, or in which a Go panic was recovered, is discarded;
 // one that raised an ordinary Lua error is kept. Builtins that could build
-// huge strings in one call are capped by Config.MaxStringSize. The sandbox
-// and the DSL are documented in docs/lua.md.
+// huge strings in one call are capped by Config.MaxStringSize, and Lua
+// patterns run on a matcher that polls the deadline while it backtracks
+// (pattern.go), so no single builtin holds a VM far past MaxExecution.
+// Scripts over Config.MaxScriptSize, or with a function of more than 2048
+// constants (which gopher-lua compiles in quadratic time), are refused at
+// load. The sandbox and the DSL are documented in docs/lua.md.
 package luavm

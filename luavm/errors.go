@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/keystone-gateway/keystone/config"
 )
@@ -78,4 +79,25 @@ func errorAt(where pos, msg string) *Error {
 		return &Error{File: file, Line: line, Msg: rest}
 	}
 	return &Error{File: where.file, Line: where.line, Msg: msg}
+}
+
+// Log lines a script controls are bounded: error("x"):rep(16 MiB) would
+// otherwise write a 16 MiB log line per request. nginx cuts its error log
+// lines at 2 KiB (NGX_MAX_ERROR_STR); each logged string is cut there.
+const (
+	maxLogField  = 2048
+	maxLogFields = 64 // keystone.Log fields per line
+)
+
+// clipLog returns s cut to maxLogField bytes on a UTF-8 boundary, with a
+// note of the original size.
+func clipLog(s string) string {
+	if len(s) <= maxLogField {
+		return s
+	}
+	n := maxLogField
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + fmt.Sprintf("... (truncated, %d bytes)", len(s))
 }

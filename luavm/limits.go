@@ -1,41 +1,207 @@
 package luavm
 
 import (
+	"sort"
 	"strconv"
 	"strings"
 	"unsafe"
 
 	lua "github.com/yuin/gopher-lua"
-	"github.com/yuin/gopher-lua/pm"
 )
 
 // The deadline stops Lua between instructions, but a single Go builtin runs
 // to completion: string.rep("x", 1e10) would allocate 10 GB before the VM
-// looked at its context again. So every builtin whose output can grow
-// beyond its inputs is replaced by one that checks MaxStringSize before it
-// allocates. gsub and gmatch are also rewritten because gopher-lua's
-// versions collect every match up front (tens of bytes per match of a
-// 16 MiB subject) and gsub splices the result in quadratic time; these
-// versions match in batches, in linear time, polling the deadline between
-// batches.
+// looked at its context again. So every builtin whose work can grow beyond
+// its inputs is replaced:
 //
-// Not covered: the `..` operator (bounded by the deadline: each doubling
-// is one instruction), and backtracking Lua patterns that are pathological
-// on a large subject, which run inside one pm.Find call.
+//   - rep, format, gsub and table.concat check MaxStringSize before they
+//     allocate;
+//   - find, match, gmatch and gsub run the matcher of pattern.go, which
+//     polls the deadline while it backtracks;
+//   - byte and unpack refuse more than maxResults results, as Lua 5.1 does
+//     past its C stack (LUAI_MAXCSTACK): pushing a million values one by
+//     one onto gopher-lua's registry, grown 256 slots at a time, took ~1s.
+//
+//   - table.sort polls the deadline every pollSteps comparisons: with the
+//     default comparison no Lua runs between them, and sorting costs
+//     several times the instructions that built the table;
+//   - upper, lower and reverse work in chunks of bulkChunk bytes and poll
+//     the deadline between chunks: gopher-lua's strings.ToUpper of a
+//     16 MiB string took ~70ms on a loaded machine, past a 50ms budget in
+//     one call.
+//
+// What remains (sub, len, char, rep's copy) is a memmove at most
+// MaxStringSize long. The `..` operator is bounded by the deadline: each
+// doubling is one instruction.
 
-// matchBatch is how many matches gsub and gmatch ask pm.Find for at a time.
-const matchBatch = 256
+// maxResults caps the values string.byte and unpack return: Lua 5.1's
+// LUAI_MAXCSTACK.
+const maxResults = 8000
 
-func (v *vm) openLimits(str, tbl *lua.LTable) {
+// bulkChunk is how many bytes upper, lower and reverse convert between two
+// polls of the deadline (~0.1ms each).
+const bulkChunk = 64 << 10
+
+func (v *vm) openLimits(base, str, tbl *lua.LTable) {
 	L := v.L
 	format := str.RawGetString("format").(*lua.LFunction).GFunction
 	str.RawSetString("rep", L.NewFunction(v.strRep))
 	str.RawSetString("format", L.NewFunction(func(L *lua.LState) int { return v.strFormat(L, format) }))
+	str.RawSetString("byte", L.NewFunction(strByte))
+	str.RawSetString("upper", L.NewFunction(func(L *lua.LState) int { return v.strMap(L, &upperTable) }))
+	str.RawSetString("lower", L.NewFunction(func(L *lua.LState) int { return v.strMap(L, &lowerTable) }))
+	str.RawSetString("reverse", L.NewFunction(v.strReverse))
+	str.RawSetString("find", L.NewFunction(v.strFind))
+	str.RawSetString("match", L.NewFunction(v.strMatch))
 	str.RawSetString("gsub", L.NewFunction(v.strGsub))
 	gmatch := L.NewFunction(v.strGmatch)
 	str.RawSetString("gmatch", gmatch)
 	str.RawSetString("gfind", gmatch)
 	tbl.RawSetString("concat", L.NewFunction(v.tableConcat))
+	tbl.RawSetString("sort", L.NewFunction(v.tableSort))
+	base.RawSetString("unpack", L.NewFunction(baseUnpack))
+}
+
+// strByte is string.byte with at most maxResults results.
+func strByte(L *lua.LState) int {
+	s := L.CheckString(1)
+	i := strIndex(L.OptInt(2, 1), len(s))
+	j := strIndex(L.OptInt(3, i), len(s))
+	i = max(i, 1)
+	j = min(j, len(s))
+	if i > j {
+		return 0
+	}
+	if j-i >= maxResults {
+		L.RaiseError("string.byte: string slice too long (%d bytes, at most %d)", j-i+1, maxResults)
+	}
+	for k := i; k <= j; k++ {
+		L.Push(lua.LNumber(s[k-1]))
+	}
+	return j - i + 1
+}
+
+// tableSort is table.sort: Lua's order (the comparator, or <), over
+// t[1..#t], polling the deadline every pollSteps comparisons.
+func (v *vm) tableSort(L *lua.LState) int {
+	t := L.CheckTable(1)
+	var fn *lua.LFunction
+	if L.GetTop() >= 2 && L.Get(2) != lua.LNil {
+		fn = L.CheckFunction(2)
+	}
+	n := t.Len()
+	s := &luaSorter{v: v, L: L, fn: fn, vals: make([]lua.LValue, n)}
+	for i := range s.vals {
+		s.vals[i] = t.RawGetInt(i + 1)
+	}
+	sort.Sort(s)
+	for i, val := range s.vals {
+		t.RawSetInt(i+1, val)
+	}
+	return 0
+}
+
+type luaSorter struct {
+	v     *vm
+	L     *lua.LState
+	fn    *lua.LFunction
+	vals  []lua.LValue
+	steps int
+}
+
+func (s *luaSorter) Len() int      { return len(s.vals) }
+func (s *luaSorter) Swap(i, j int) { s.vals[i], s.vals[j] = s.vals[j], s.vals[i] }
+
+func (s *luaSorter) Less(i, j int) bool {
+	if s.steps++; s.steps%pollSteps == 0 && s.v.dl.expiredNow() {
+		s.L.RaiseError("%s", errTimeoutText)
+	}
+	if s.fn == nil {
+		return s.L.LessThan(s.vals[i], s.vals[j])
+	}
+	s.L.Push(s.fn)
+	s.L.Push(s.vals[i])
+	s.L.Push(s.vals[j])
+	s.L.Call(2, 1)
+	less := lua.LVAsBool(s.L.Get(-1))
+	s.L.Pop(1)
+	return less
+}
+
+// strMap is string.upper or string.lower: byte by byte through a table,
+// in the C locale as Lua's (gopher-lua's strings.ToUpper also mapped
+// non-ASCII letters), polling the deadline every bulkChunk bytes.
+func (v *vm) strMap(L *lua.LState, table *[256]byte) int {
+	s := L.CheckString(1)
+	b := make([]byte, len(s))
+	for start := 0; start < len(s); start += bulkChunk {
+		if start > 0 && v.dl.expiredNow() {
+			L.RaiseError("%s", errTimeoutText)
+		}
+		end := min(start+bulkChunk, len(s))
+		for i := start; i < end; i++ {
+			b[i] = table[s[i]]
+		}
+	}
+	L.Push(lua.LString(b2s(b)))
+	return 1
+}
+
+var upperTable, lowerTable [256]byte
+
+func init() {
+	for i := range 256 {
+		c := byte(i)
+		upperTable[i], lowerTable[i] = c, c
+		if c >= 'a' && c <= 'z' {
+			upperTable[i] = c - 'a' + 'A'
+		}
+		if c >= 'A' && c <= 'Z' {
+			lowerTable[i] = c - 'A' + 'a'
+		}
+	}
+}
+
+// strReverse is string.reverse, bytewise as Lua's, polling the deadline.
+func (v *vm) strReverse(L *lua.LState) int {
+	s := L.CheckString(1)
+	b := make([]byte, len(s))
+	for start := 0; start < len(s); start += bulkChunk {
+		if start > 0 && v.dl.expiredNow() {
+			L.RaiseError("%s", errTimeoutText)
+		}
+		for i := start; i < min(start+bulkChunk, len(s)); i++ {
+			b[len(s)-1-i] = s[i]
+		}
+	}
+	L.Push(lua.LString(b2s(b)))
+	return 1
+}
+
+// strIndex resolves a negative string position as Lua's posrelat.
+func strIndex(pos, n int) int {
+	if pos < 0 {
+		pos += n + 1
+	}
+	return max(pos, 0)
+}
+
+// baseUnpack is unpack with at most maxResults results: gopher-lua's
+// pushes one nil per index, so unpack({}, 1, 1e9) never ended.
+func baseUnpack(L *lua.LState) int {
+	t := L.CheckTable(1)
+	i := L.OptInt(2, 1)
+	j := L.OptInt(3, t.Len())
+	if i > j {
+		return 0
+	}
+	if n := int64(j) - int64(i) + 1; n > maxResults {
+		L.RaiseError("unpack: too many results to unpack (%d, at most %d)", n, maxResults)
+	}
+	for k := i; k <= j; k++ {
+		L.Push(t.RawGetInt(k))
+	}
+	return j - i + 1
 }
 
 // tooLarge raises the error every capped builtin reports.
@@ -132,184 +298,6 @@ func (v *vm) tableConcat(L *lua.LState) int {
 		}
 	}
 	L.Push(lua.LString(unsafe.String(unsafe.SliceData(b), len(b))))
-	return 1
-}
-
-// matcher walks the matches of a pattern in batches.
-type matcher struct {
-	pat     string
-	src     []byte
-	anchor  bool // a leading '^' matches only at the start
-	next    int  // where the next batch starts
-	pending []*pm.MatchData
-	done    bool
-}
-
-func newMatcher(pat, src string) *matcher {
-	return &matcher{
-		pat:    pat,
-		src:    unsafe.Slice(unsafe.StringData(src), len(src)),
-		anchor: len(pat) > 0 && pat[0] == '^',
-	}
-}
-
-// match returns the next match, nil at the end.
-func (m *matcher) match(v *vm, L *lua.LState) *pm.MatchData {
-	if len(m.pending) == 0 {
-		if m.done {
-			return nil
-		}
-		if v.dl.expiredNow() {
-			L.RaiseError("%s", errTimeoutText)
-		}
-		mds, err := pm.Find(m.pat, m.src, m.next, matchBatch)
-		if err != nil {
-			L.RaiseError("%s", err.Error())
-		}
-		if len(mds) < matchBatch || m.anchor {
-			m.done = true
-		}
-		if len(mds) == 0 {
-			return nil
-		}
-		// Resume as pm.Find itself would: after the match, and at least
-		// one byte further after an empty one.
-		last := mds[len(mds)-1]
-		m.next = max(last.Capture(0)+1, last.Capture(1))
-		if m.next > len(m.src) {
-			m.done = true
-		}
-		m.pending = mds
-	}
-	md := m.pending[0]
-	m.pending[0] = nil
-	m.pending = m.pending[1:]
-	return md
-}
-
-// capture returns capture idx (0: the whole match; 1..: the captures) as
-// Lua values: strings, or numbers for position captures "()".
-func capture(L *lua.LState, md *pm.MatchData, src string, idx int) lua.LValue {
-	if idx == 1 && md.CaptureLength() == 2 {
-		idx = 0
-	}
-	k := 2 * idx
-	if k >= md.CaptureLength() {
-		L.RaiseError("invalid capture index %%%d", idx)
-	}
-	if md.IsPosCapture(k) {
-		return lua.LNumber(md.Capture(k))
-	}
-	return lua.LString(src[md.Capture(k):md.Capture(k+1)])
-}
-
-func (v *vm) strGsub(L *lua.LState) int {
-	src := L.CheckString(1)
-	pat := L.CheckString(2)
-	L.CheckTypes(3, lua.LTString, lua.LTNumber, lua.LTTable, lua.LTFunction)
-	repl := L.Get(3)
-	limit := L.OptInt(4, -1)
-	maxSize := v.s.cfg.MaxStringSize
-	m := newMatcher(pat, src)
-	out := make([]byte, 0, len(src))
-	last, n := 0, 0
-	for limit < 0 || n < limit {
-		md := m.match(v, L)
-		if md == nil {
-			break
-		}
-		n++
-		start, end := md.Capture(0), md.Capture(1)
-		out = append(out, src[last:start]...)
-		last = end
-		switch r := repl.(type) {
-		case lua.LString, lua.LNumber:
-			out = appendExpanded(L, out, lua.LVAsString(r), md, src, maxSize)
-		case *lua.LTable:
-			out = appendReplacement(L, out, L.GetTable(r, capture(L, md, src, 1)), src[start:end])
-		case *lua.LFunction:
-			L.Push(r)
-			nargs := max(1, md.CaptureLength()/2-1)
-			for i := 1; i <= nargs; i++ {
-				L.Push(capture(L, md, src, i))
-			}
-			L.Call(nargs, 1)
-			ret := L.Get(-1)
-			L.Pop(1)
-			out = appendReplacement(L, out, ret, src[start:end])
-		}
-		if len(out)+len(src)-last > maxSize {
-			v.tooLarge(L, "string.gsub", len(out)+len(src)-last)
-		}
-	}
-	out = append(out, src[last:]...)
-	L.Push(lua.LString(unsafe.String(unsafe.SliceData(out), len(out))))
-	L.Push(lua.LNumber(n))
-	return 2
-}
-
-// appendExpanded appends a gsub replacement string, expanding %0-%9 and
-// %% as Lua 5.1 does ("%x" is "x").
-func appendExpanded(L *lua.LState, out []byte, repl string, md *pm.MatchData, src string, maxSize int) []byte {
-	if strings.IndexByte(repl, '%') < 0 {
-		if len(out)+len(repl) > maxSize {
-			L.RaiseError("string.gsub: result exceeds the %d-byte string limit", maxSize)
-		}
-		return append(out, repl...)
-	}
-	for i := 0; i < len(repl); i++ {
-		c := repl[i]
-		if c != '%' || i+1 == len(repl) {
-			out = append(out, c)
-			continue
-		}
-		i++
-		c = repl[i]
-		if c < '0' || c > '9' {
-			out = append(out, c)
-			continue
-		}
-		out = append(out, lua.LVAsString(capture(L, md, src, int(c-'0')))...)
-		if len(out) > maxSize {
-			L.RaiseError("string.gsub: result exceeds the %d-byte string limit", maxSize)
-		}
-	}
-	return out
-}
-
-// appendReplacement appends a table or function replacement: false or nil
-// keeps the match, a string or number replaces it.
-func appendReplacement(L *lua.LState, out []byte, val lua.LValue, match string) []byte {
-	switch r := val.(type) {
-	case lua.LString, lua.LNumber:
-		return append(out, lua.LVAsString(r)...)
-	case *lua.LNilType, lua.LBool:
-		if lua.LVIsFalse(r) {
-			return append(out, match...)
-		}
-	}
-	L.RaiseError("invalid replacement value (a %s)", val.Type())
-	return out
-}
-
-func (v *vm) strGmatch(L *lua.LState) int {
-	src := L.CheckString(1)
-	m := newMatcher(L.CheckString(2), src)
-	L.Push(L.NewFunction(func(L *lua.LState) int {
-		md := m.match(v, L)
-		if md == nil {
-			return 0
-		}
-		if md.CaptureLength() == 2 {
-			L.Push(lua.LString(src[md.Capture(0):md.Capture(1)]))
-			return 1
-		}
-		n := md.CaptureLength()/2 - 1
-		for i := 1; i <= n; i++ {
-			L.Push(capture(L, md, src, i))
-		}
-		return n
-	}))
 	return 1
 }
 

@@ -85,7 +85,7 @@ func (s *Script) defineRoutes(v *vm, ft *flatTable) ErrorList {
 	var order []key
 	for _, implicit := range []bool{false, true} {
 		for i, r := range ft.routes {
-			if r.implicit != implicit {
+			if r.implicit != implicit || r.slash {
 				continue
 			}
 			for _, m := range r.methods {
@@ -120,6 +120,24 @@ func (s *Script) defineRoutes(v *vm, ft *flatTable) ErrorList {
 		}
 		if !slices.Contains(s.methods, k.method) {
 			s.methods = append(s.methods, k.method)
+		}
+	}
+	for i, r := range ft.routes {
+		if !r.slash {
+			continue
+		}
+		if s.slash == nil {
+			s.slash = newRouter()
+			// As in chi, a later r:Get("/") replaces an earlier one.
+			s.slash.Mutable(true)
+		}
+		for _, m := range r.methods {
+			if err := addRoute(s.slash, m, r.fh, s.targets[i]); err != nil {
+				errs = append(errs, r.at.errorf("route %s %q: %s", m, r.pattern, err))
+			}
+			if !slices.Contains(s.methods, m) {
+				s.methods = append(s.methods, m)
+			}
 		}
 	}
 	slices.Sort(s.methods)
@@ -164,7 +182,18 @@ func addRoute(r *router.Router, method, fh string, h fasthttp.RequestHandler) (e
 // match finds the handler of a route. A trailing-slash recommendation from
 // the main tree (a route exists for path without or with its last slash)
 // is not a match in chi, which would still try catch-alls: so is this.
+//
+// A path ending in "/" is first looked up among the subrouter roots at
+// their mount point plus "/" (Script.slash): chi routes "/api/" to the
+// subrouter mounted at "/api" as "/", where a static "/" route wins over
+// a catch-all "/*". No route of the main tree can claim such a path: it
+// holds "/api", and fasthttp/router refuses "/api/" beside it.
 func (s *Script) match(method, path string, ctx *fasthttp.RequestCtx) fasthttp.RequestHandler {
+	if s.slash != nil && len(path) > 1 && path[len(path)-1] == '/' {
+		if h, _ := s.slash.Lookup(method, path, ctx); h != nil {
+			return h
+		}
+	}
 	h, tsr := s.mux.Lookup(method, path, ctx)
 	if h == nil && tsr && s.catchAll != nil {
 		h, _ = s.catchAll.Lookup(method, path, ctx)

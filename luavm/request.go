@@ -1,7 +1,9 @@
 package luavm
 
 import (
+	"bytes"
 	"io"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 	lua "github.com/yuin/gopher-lua"
@@ -9,15 +11,15 @@ import (
 )
 
 // req is one userdata per VM, bound to the current request's ctx: no
-// userdata is allocated per request. Fields (req.Method, req.Host,
-// req.Path, req.RawQuery, req.RemoteAddr, req.Context) read like Go's
-// http.Request; everything else is a method (req:Header()). A field and a
-// method cannot share a name in Lua (req.Method is a string, so
-// req:Method() would call a string), so fields are the only form.
+// userdata is allocated per request. The members that are fields of Go's
+// http.Request are fields here too (req.Method, req.Host, req.URL.Path,
+// req.Header, req.ContentLength, ...), plus the shortcuts req.Path and
+// req.RawQuery; everything else is a method (req:Body()). req.Header is
+// also callable, so both Go's r.Header.Get and the older req:Header():Get
+// work.
 
 // requestExports are req's methods.
 var requestExports = map[string]lua.LGFunction{
-	"Header":      reqHeader,
 	"Query":       reqQuery,
 	"Body":        reqBody,
 	"SetBody":     reqSetBody,
@@ -54,11 +56,24 @@ func init() {
 
 func (v *vm) openRequest() {
 	L := v.L
-	// req's __index is its method table, so req:Header() is a plain table
-	// hit; only a miss (a field: req.Method) reaches the method table's own
-	// __index function. gopher-lua boxes the key for an __index function,
-	// one allocation that method calls thus avoid.
+	hmt := L.NewTypeMetatable("keystone.Header")
+	hmt.RawSetString("__index", L.SetFuncs(L.NewTable(), headerExports))
+	// req:Header() calls the header object with req: it returns itself.
+	hmt.RawSetString("__call", L.NewFunction(headerCall))
+	hmt.RawSetString("__metatable", lua.LString("keystone.Header"))
+	v.reqHeader = L.NewUserData()
+	v.reqHeader.Value = &headerObj{v: v}
+	v.reqHeader.Metatable = hmt
+	v.respHeader = L.NewUserData()
+	v.respHeader.Value = &headerObj{v: v, response: true}
+	v.respHeader.Metatable = hmt
+
+	// req's __index is its method table, so req:Body() and req.Header are
+	// plain table hits; only a miss (a field: req.Method) reaches the
+	// method table's own __index function. gopher-lua boxes the key for
+	// an __index function, one allocation that method calls thus avoid.
 	v.reqMethods = L.SetFuncs(L.NewTable(), requestExports)
+	v.reqMethods.RawSetString("Header", v.reqHeader)
 	fields := L.NewTable()
 	fields.RawSetString("__index", L.NewFunction(v.reqField))
 	v.reqMethods.Metatable = fields
@@ -69,15 +84,21 @@ func (v *vm) openRequest() {
 	v.req.Value = v
 	v.req.Metatable = mt
 
-	hmt := L.NewTypeMetatable("keystone.Header")
-	hmt.RawSetString("__index", L.SetFuncs(L.NewTable(), headerExports))
-	hmt.RawSetString("__metatable", lua.LString("keystone.Header"))
-	v.reqHeader = L.NewUserData()
-	v.reqHeader.Value = &headerObj{v: v}
-	v.reqHeader.Metatable = hmt
-	v.respHeader = L.NewUserData()
-	v.respHeader.Value = &headerObj{v: v, response: true}
-	v.respHeader.Metatable = hmt
+	umt := L.NewTable()
+	umt.RawSetString("__index", L.NewFunction(v.urlField))
+	umt.RawSetString("__tostring", L.NewFunction(func(L *lua.LState) int {
+		L.Push(lua.LString(v.requestCtx(L).URI().RequestURI()))
+		return 1
+	}))
+	umt.RawSetString("__metatable", lua.LString("keystone.URL"))
+	v.reqURL = L.NewUserData()
+	v.reqURL.Metatable = umt
+}
+
+// headerCall is the header object's __call: h(...) returns h.
+func headerCall(L *lua.LState) int {
+	L.Push(L.Get(1))
+	return 1
 }
 
 // checkRequest returns the VM of the req argument n, or raises.
@@ -91,12 +112,28 @@ func checkRequest(L *lua.LState, n int) *vm {
 	return nil
 }
 
-// reqField serves req.Method, req.Host, req.Path, req.RawQuery,
-// req.RemoteAddr and req.Context. Argument 1 is the method table.
+// reqField serves req's fields. Argument 1 is the method table.
 func (v *vm) reqField(L *lua.LState) int {
 	key := L.CheckString(2)
 	var val lua.LValue
 	switch key {
+	case "URL":
+		v.requestCtx(L)
+		val = v.reqURL
+	case "RequestURI":
+		val = lua.LString(v.requestCtx(L).RequestURI())
+	case "ContentLength":
+		// fasthttp reports -1 for chunked and -2 for "read until close";
+		// Go's -1 means unknown for both.
+		val = lua.LNumber(max(v.requestCtx(L).Request.Header.ContentLength(), -1))
+	case "Proto":
+		val = lua.LString(v.requestCtx(L).Request.Header.Protocol())
+	case "ProtoMajor", "ProtoMinor":
+		// Only HTTP/1.0 and 1.1 reach a script.
+		val = lua.LNumber(1)
+		if key == "ProtoMinor" && !v.requestCtx(L).Request.Header.IsHTTP11() {
+			val = lua.LNumber(0)
+		}
 	case "Method":
 		m := v.requestCtx(L).Method()
 		if boxed, ok := methodValues[b2s(m)]; ok {
@@ -125,10 +162,23 @@ func (v *vm) reqField(L *lua.LState) int {
 	return 1
 }
 
-func reqHeader(L *lua.LState) int {
-	v := checkRequest(L, 1)
-	v.requestCtx(L)
-	L.Push(v.reqHeader)
+// urlField serves req.URL.Path, req.URL.RawQuery and req.URL.Host (the
+// host of an absolute-form request target, "" otherwise, as in Go).
+func (v *vm) urlField(L *lua.LState) int {
+	ctx := v.requestCtx(L)
+	var val lua.LValue = lua.LNil
+	switch L.CheckString(2) {
+	case "Path":
+		val = lua.LString(ctx.Path())
+	case "RawQuery":
+		val = lua.LString(ctx.URI().QueryString())
+	case "Host":
+		val = lua.LString("")
+		if uri := ctx.Request.Header.RequestURI(); !bytes.HasPrefix(uri, []byte("/")) {
+			val = lua.LString(ctx.URI().Host())
+		}
+	}
+	L.Push(val)
 	return 1
 }
 
@@ -217,14 +267,60 @@ func reqSetPath(L *lua.LState) int {
 	return 0
 }
 
+// reqSetRawQuery replaces the query, percent-encoding every byte RFC 3986
+// does not allow there: a space would otherwise end the request target on
+// the wire ("GET /q?q=a HTTP/1.0 x HTTP/1.1").
 func reqSetRawQuery(L *lua.LState) int {
 	v := checkRequest(L, 1)
-	q := L.CheckString(2)
-	if !httpguts.ValidHeaderFieldValue(q) {
-		L.ArgError(2, "query must contain no control characters")
-	}
-	v.requestCtx(L).URI().SetQueryString(q)
+	v.requestCtx(L).URI().SetQueryString(escapeQuery(L.CheckString(2)))
 	return 0
+}
+
+// escapeQuery percent-encodes the bytes of q that RFC 3986 section 3.4
+// does not allow in a query (query = *( pchar / "/" / "?" )), and a '%'
+// that does not start a %XX escape. A valid query is returned as is.
+func escapeQuery(q string) string {
+	i := 0
+	for i < len(q) && queryByteOK(q, i) {
+		i++
+	}
+	if i == len(q) {
+		return q
+	}
+	b := make([]byte, 0, len(q)+16)
+	b = append(b, q[:i]...)
+	for ; i < len(q); i++ {
+		if queryByteOK(q, i) {
+			b = append(b, q[i])
+		} else {
+			b = append(b, '%', upperHex[q[i]>>4], upperHex[q[i]&15])
+		}
+	}
+	return string(b)
+}
+
+const upperHex = "0123456789ABCDEF"
+
+func queryByteOK(q string, i int) bool {
+	c := q[i]
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	case c == '%':
+		return i+2 < len(q) && isHex(q[i+1]) && isHex(q[i+2])
+	}
+	// unreserved, sub-delims, ':', '@', '/', '?'
+	return strings.IndexByte("-._~!$&'()*+,;=:@/?", c) >= 0
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'f'
+}
+
+// validHost reports whether h is a host[:port] fit for a Host header:
+// no userinfo ('@' is not a host byte), nothing that ends the authority.
+func validHost(h string) bool {
+	return h != "" && httpguts.ValidHostHeader(h)
 }
 
 // checkHeader returns the header binding of argument 1 and its request.
@@ -240,10 +336,17 @@ func checkHeader(L *lua.LState) (*headerObj, *fasthttp.RequestCtx) {
 
 // checkHeaderKV checks a header name, and a value unless n == 2, against
 // response splitting: a name must be a token, a value free of CR, LF, NUL.
-func checkHeaderKV(L *lua.LState, withValue bool) (string, string) {
+// write is set for Set, Add and Del, which may not touch the framing
+// headers: the gateway sets Content-Length from the body and owns
+// Transfer-Encoding, and a value disagreeing with the body would
+// desynchronise the connection (RFC 9112 section 6.3).
+func checkHeaderKV(L *lua.LState, withValue, write bool) (string, string) {
 	name := L.CheckString(2)
 	if !httpguts.ValidHeaderFieldName(name) {
 		L.ArgError(2, "invalid header name "+quote(name))
+	}
+	if write && (strings.EqualFold(name, fasthttp.HeaderContentLength) || strings.EqualFold(name, fasthttp.HeaderTransferEncoding)) {
+		L.ArgError(2, name+" is set by the gateway from the body: change the body instead")
 	}
 	if !withValue {
 		return name, ""
@@ -257,7 +360,7 @@ func checkHeaderKV(L *lua.LState, withValue bool) (string, string) {
 
 func headerGet(L *lua.LState) int {
 	h, ctx := checkHeader(L)
-	name, _ := checkHeaderKV(L, false)
+	name, _ := checkHeaderKV(L, false, false)
 	if h.response {
 		L.Push(lua.LString(ctx.Response.Header.Peek(name)))
 	} else {
@@ -266,9 +369,19 @@ func headerGet(L *lua.LState) int {
 	return 1
 }
 
+// checkRequestHost refuses a request Host a script sets that is not a
+// host[:port]: "user:pw@host" would put credentials into the upstream
+// request, which the gateway never creates.
+func checkRequestHost(L *lua.LState, h *headerObj, name, value string) {
+	if !h.response && strings.EqualFold(name, fasthttp.HeaderHost) && !validHost(value) {
+		L.ArgError(3, "invalid Host "+quote(value)+": expected host[:port], without userinfo")
+	}
+}
+
 func headerSet(L *lua.LState) int {
 	h, ctx := checkHeader(L)
-	name, value := checkHeaderKV(L, true)
+	name, value := checkHeaderKV(L, true, true)
+	checkRequestHost(L, h, name, value)
 	if h.response {
 		ctx.Response.Header.Set(name, value)
 	} else {
@@ -279,7 +392,8 @@ func headerSet(L *lua.LState) int {
 
 func headerAdd(L *lua.LState) int {
 	h, ctx := checkHeader(L)
-	name, value := checkHeaderKV(L, true)
+	name, value := checkHeaderKV(L, true, true)
+	checkRequestHost(L, h, name, value)
 	if h.response {
 		ctx.Response.Header.Add(name, value)
 	} else {
@@ -290,7 +404,7 @@ func headerAdd(L *lua.LState) int {
 
 func headerDel(L *lua.LState) int {
 	h, ctx := checkHeader(L)
-	name, _ := checkHeaderKV(L, false)
+	name, _ := checkHeaderKV(L, false, true)
 	if h.response {
 		ctx.Response.Header.Del(name)
 	} else {
@@ -301,7 +415,7 @@ func headerDel(L *lua.LState) int {
 
 func headerValues(L *lua.LState) int {
 	h, ctx := checkHeader(L)
-	name, _ := checkHeaderKV(L, false)
+	name, _ := checkHeaderKV(L, false, false)
 	var vals [][]byte
 	if h.response {
 		vals = ctx.Response.Header.PeekAll(name)

@@ -1,6 +1,8 @@
 package luavm
 
 import (
+	"fmt"
+
 	"github.com/valyala/fasthttp"
 	lua "github.com/yuin/gopher-lua"
 	"golang.org/x/net/http/httpguts"
@@ -53,10 +55,14 @@ func respHeader(L *lua.LState) int {
 	return 1
 }
 
+// checkStatus accepts the final statuses 200-599 only. A 1xx is an
+// interim response in HTTP/1.1 (RFC 9110 section 15.2): sent as the
+// answer, the client would read "100 Continue" and then wait for the real
+// response, and pipelined responses would pair with the wrong requests.
 func checkStatus(L *lua.LState, n int) int {
 	code := L.CheckInt(n)
-	if code < 100 || code > 999 {
-		L.ArgError(n, "status code must be 100-999")
+	if code < 200 || code > 599 {
+		L.ArgError(n, fmt.Sprintf("status code must be a final status, 200-599, got %d", code))
 	}
 	return code
 }
@@ -83,6 +89,7 @@ func respWrite(L *lua.LState) int {
 		L.RaiseError("w:Write(): body of %d bytes exceeds the %d-byte string limit", n, v.s.cfg.MaxStringSize)
 	}
 	ctx.Response.AppendBodyString(s)
+	v.wrote = true
 	return 0
 }
 
@@ -130,7 +137,8 @@ func respBody(L *lua.LState) int {
 }
 
 func respSetBody(L *lua.LState) int {
-	_, ctx := checkResponse(L)
+	v, ctx := checkResponse(L)
 	ctx.Response.SetBodyString(L.CheckString(2))
+	v.wrote = true
 	return 0
 }

@@ -137,6 +137,7 @@ type flatRoute struct {
 	pattern  string // full chi pattern
 	fh       string // fasthttp/router pattern
 	implicit bool   // registered only if no explicit route claims the method and path
+	slash    bool   // a subrouter's root at its mount point plus "/": registered in Script.slash
 	chain    []lua.LValue
 	handler  lua.LValue
 	at       pos
@@ -162,7 +163,7 @@ type flatTable struct {
 func (ft *flatTable) signature() string {
 	var b strings.Builder
 	for _, r := range ft.routes {
-		fmt.Fprintf(&b, "%s %s %t %d\n", strings.Join(r.methods, ","), r.fh, r.implicit, len(r.chain))
+		fmt.Fprintf(&b, "%s %s %t %t %d\n", strings.Join(r.methods, ","), r.fh, r.implicit, r.slash, len(r.chain))
 	}
 	for _, s := range ft.scopes {
 		fmt.Fprintf(&b, "scope %s %d %t %t\n", s.fh, len(s.chain), s.notFound != nil, s.methodNotAllowed != nil)
@@ -208,6 +209,14 @@ func (f *flattener) walk(r *routerObj, prefix string, outer []lua.LValue, nf, mn
 		switch e.kind {
 		case entryRoute:
 			f.add(flatRoute{methods: e.methods, pattern: full, chain: ch, handler: e.handler, at: e.at})
+			if e.pattern == "/" && prefix != "" {
+				// chi's Mount routes both the mount point and the mount
+				// point with a trailing slash to the subrouter as "/"
+				// (mux.go: handle(pattern) and handle(pattern+"/")).
+				// fasthttp/router cannot hold "/api" and "/api/" in one
+				// tree, so the second goes to Script.slash.
+				f.add(flatRoute{methods: e.methods, pattern: prefix + "/", slash: true, chain: ch, handler: e.handler, at: e.at})
+			}
 			if e.pattern == "/*" && prefix != "" {
 				// chi routes the mount point itself to the subrouter as
 				// "/", which "/*" matches with an empty rest.

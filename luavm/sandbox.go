@@ -1,8 +1,8 @@
 package luavm
 
 import (
-	"io/fs"
 	"log/slog"
+	"strings"
 
 	lua "github.com/yuin/gopher-lua"
 )
@@ -27,13 +27,28 @@ import (
 //
 // io, debug, package, coroutine and channel are never opened. coroutine in
 // particular would make gopher-lua derive a context.WithCancel (and a
-// goroutine) from the VM's deadline for every coroutine.
+// goroutine) from the VM's deadline for every coroutine. Reading any name
+// removed here raises "NAME is not available in scripts" (see
+// unavailableIndex).
 var removedGlobals = []string{
 	"dofile", "loadfile", "load", "loadstring", "module", "require",
 	"getfenv", "setfenv", "collectgarbage", "newproxy", "_printregs",
 }
 
 var keptOSFuncs = []string{"time", "clock", "date", "difftime"}
+
+// unavailableLibs are the standard globals never opened in the sandbox.
+// Reading one (or one of removedGlobals) raises "io is not available in
+// scripts" instead of the puzzling "attempt to index a non-table
+// object(nil)" that io.open would give.
+var unavailableLibs = []string{"io", "debug", "package", "coroutine", "channel"}
+
+// removedFields are the library functions the sandbox removes from tables
+// it keeps.
+var removedFields = map[string][]string{
+	lua.OsLibName:     {"execute", "exit", "getenv", "remove", "rename", "setenv", "setlocale", "tmpname"},
+	lua.StringLibName: {"dump"},
+}
 
 func (v *vm) openSandbox() {
 	L := v.L
@@ -70,7 +85,38 @@ func (v *vm) openSandbox() {
 
 	L.SetGlobal("print", L.NewFunction(v.print))
 	L.SetGlobal("require", L.NewFunction(v.require))
-	v.openLimits(str, L.GetGlobal(lua.TabLibName).(*lua.LTable))
+	v.openLimits(g, str, L.GetGlobal(lua.TabLibName).(*lua.LTable))
+
+	// Only a miss reaches __index: present globals stay plain table hits.
+	gone := map[string]bool{}
+	for _, name := range append(unavailableLibs, removedGlobals...) {
+		if g.RawGetString(name) == lua.LNil {
+			gone[name] = true
+		}
+	}
+	g.Metatable = unavailableIndex(L, "", gone)
+	for lib, names := range removedFields {
+		fields := map[string]bool{}
+		for _, n := range names {
+			fields[n] = true
+		}
+		L.GetGlobal(lib).(*lua.LTable).Metatable = unavailableIndex(L, lib+".", fields)
+	}
+}
+
+// unavailableIndex returns a metatable whose __index raises "PREFIXname is
+// not available in scripts" for the names in gone, and returns nil for
+// any other missing key.
+func unavailableIndex(L *lua.LState, prefix string, gone map[string]bool) *lua.LTable {
+	mt := L.NewTable()
+	mt.RawSetString("__index", L.NewFunction(func(L *lua.LState) int {
+		if k, ok := L.Get(2).(lua.LString); ok && gone[string(k)] {
+			L.RaiseError("%s%s is not available in scripts", prefix, string(k))
+		}
+		L.Push(lua.LNil)
+		return 1
+	}))
+	return mt
 }
 
 // print logs its arguments, tab-separated as Lua's print, at debug level.
@@ -83,7 +129,7 @@ func (v *vm) print(L *lua.LState) int {
 		}
 		b = append(b, L.Get(i).String()...)
 	}
-	v.logger().Debug(string(b), v.requestAttrs()...)
+	v.logger().Debug(clipLog(string(b)), v.requestAttrs()...)
 	return 0
 }
 
@@ -135,10 +181,12 @@ func (s *Script) module(path string) (*lua.FunctionProto, error) {
 		return m.proto, m.err
 	}
 	var m compiledModule
-	src, err := fs.ReadFile(s.prog.fsys, path)
-	if err != nil {
-		m.err = &Error{File: path, Msg: "cannot read module: " + unwrapPathError(err)}
-	} else if proto, cerr := compileChunk(src, path); cerr != nil {
+	file := s.prog.file(path)
+	src, rerr := readScript(s.prog.fsys, path, file, s.prog.maxSize)
+	if rerr != nil {
+		rerr.Msg = strings.Replace(rerr.Msg, "script", "module", 1)
+		m.err = rerr
+	} else if proto, cerr := compileChunk(src, file); cerr != nil {
 		m.err = cerr
 	} else {
 		m.proto = proto

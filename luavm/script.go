@@ -37,10 +37,12 @@ type Script struct {
 	// Routing, immutable after Load. mux holds every route; catchAll only
 	// the catch-all ones, consulted when mux answers with a trailing-slash
 	// recommendation instead of a handler (fasthttp/router stops there,
-	// chi would go on to a catch-all); scopes maps mount points to their
+	// chi would go on to a catch-all); slash the roots of subrouters at
+	// their mount point plus "/" (see match); scopes maps mount points to their
 	// NotFound/MethodNotAllowed handling, nil when nothing is mounted.
 	mux       *router.Router
 	catchAll  *router.Router
+	slash     *router.Router // subrouter roots at mount point + "/", nil if none
 	scopes    *router.Router
 	rootMiss  fasthttp.RequestHandler
 	methods   []string                  // methods that have routes, sorted
@@ -88,7 +90,11 @@ type Stats struct {
 
 // Load compiles name from fsys and loads it: see LoadProgram.
 func Load(cfg Config, fsys fs.FS, name string, opts Options) (*Script, error) {
-	prog, err := Compile(fsys, name)
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	prog, err := compile(fsys, name, opts.ScriptsDir, cfg.MaxScriptSize)
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +204,7 @@ func (s *Script) buildVM(first bool) (*vm, *flatTable, ErrorList) {
 }
 
 // endPos is the position load errors without a better one point at.
-func (s *Script) endPos() pos { return pos{file: s.prog.name, line: s.prog.lines} }
+func (s *Script) endPos() pos { return pos{file: s.prog.File(), line: s.prog.lines} }
 
 // newVM builds a VM after Load, when every pooled VM is busy.
 func (s *Script) newVM() (*vm, error) {

@@ -1,8 +1,10 @@
 package luavm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -29,10 +31,10 @@ type vm struct {
 	// when it ends.
 	reqCtx *lua.LTable
 
-	req, w, reqHeader, respHeader *lua.LUserData
-	reqMethods                    *lua.LTable
-	jsonArray                     *lua.LTable    // metatable marking tables that encode as JSON arrays
-	jsonNull                      *lua.LUserData // json.null
+	req, w, reqHeader, respHeader, reqURL *lua.LUserData
+	reqMethods                            *lua.LTable
+	jsonArray                             *lua.LTable    // metatable marking tables that encode as JSON arrays
+	jsonNull                              *lua.LUserData // json.null
 
 	// build is non-nil only while the main chunk runs: the chi DSL
 	// records into it and refuses to define routes at request time.
@@ -57,6 +59,18 @@ type vm struct {
 	hdrBuf     []byte
 	hdrEnds    []int
 	hdrRestore []bool
+
+	// wrote is set when the script wrote the response body itself
+	// (w:Write, w:SetBody) and cleared when a native handler (a proxy)
+	// replaced the response: only a body the script wrote gets a default
+	// Content-Type.
+	wrote bool
+	// sniffHead and sniffType memoise the last defaultContentType: the
+	// first 512 bytes of a body and the type sniffed from them. A handler
+	// writing the same text each time (most do) sniffs it once per VM:
+	// http.DetectContentType took ~1µs, a Hello World request 2µs.
+	sniffHead []byte
+	sniffType string
 
 	// modules caches require results; loading holds the modules whose
 	// chunk is running, to report require cycles.
@@ -160,8 +174,12 @@ func (v *vm) call(ctx *fasthttp.RequestCtx, fn lua.LValue, budget time.Duration)
 	L.Push(v.w)
 	L.Push(v.req)
 	v.dl.arm(budget)
+	v.wrote = false
 	err = L.PCall(2, 0, nil)
 	intime := v.dl.disarm()
+	if v.wrote && err == nil {
+		v.defaultContentType(ctx)
+	}
 	v.ctx = nil
 	v.reqCtx = nil
 	L.SetTop(0)
@@ -216,6 +234,7 @@ func (v *vm) newNative(h fasthttp.RequestHandler) *lua.LFunction {
 		}
 		v.keepHeaders(ctx)
 		h(ctx)
+		v.wrote = false
 		v.restoreHeaders(ctx)
 		v.dl.resume()
 		return 0
@@ -288,4 +307,24 @@ func (v *vm) requestCtx(L *lua.LState) *fasthttp.RequestCtx {
 func (v *vm) close() {
 	v.dl.stop()
 	v.L.Close()
+}
+
+// defaultContentType gives a body the script wrote without a Content-Type
+// the type net/http's ResponseWriter would: http.DetectContentType of its
+// first 512 bytes ("text/plain; charset=utf-8" for text). The server runs
+// with fasthttp's NoDefaultContentType, so that an upstream's answer
+// without one passes unchanged; a script's answer would otherwise have
+// none.
+func (v *vm) defaultContentType(ctx *fasthttp.RequestCtx) {
+	body := ctx.Response.Body()
+	if len(body) == 0 || len(ctx.Response.Header.ContentType()) != 0 || ctx.Response.IsBodyStream() {
+		return
+	}
+	// DetectContentType reads at most 512 bytes.
+	head := body[:min(len(body), 512)]
+	if v.sniffType == "" || !bytes.Equal(head, v.sniffHead) {
+		v.sniffHead = append(v.sniffHead[:0], head...)
+		v.sniffType = http.DetectContentType(head)
+	}
+	ctx.Response.Header.SetContentType(v.sniffType)
 }

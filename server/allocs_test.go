@@ -93,3 +93,24 @@ func TestProxyOverTCPDoesNotAllocate(t *testing.T) {
 		t.Errorf("proxy handler over TCP: %v allocs/op, want 0", allocs)
 	}
 }
+
+func TestProxyHandlerWithObservabilityDoesNotAllocate(t *testing.T) {
+	for _, v := range observeVariants {
+		s := newBenchGatewayWith(t, v.yaml)
+		ctx, tmpl := newBenchCtx()
+		for range 100 {
+			benchRequest(ctx, tmpl)
+			s.handle(ctx)
+		}
+		allocs := testing.AllocsPerRun(1000, func() {
+			benchRequest(ctx, tmpl)
+			s.handle(ctx)
+		})
+		if ctx.Response.StatusCode() != 200 {
+			t.Fatalf("%s: status %d: %s", v.name, ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+		if allocs != 0 {
+			t.Errorf("%s: proxy handler: %v allocs/op, want 0", v.name, allocs)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/keystone-gateway/keystone/balancer"
 	"github.com/keystone-gateway/keystone/breaker"
+	"github.com/keystone-gateway/keystone/observe"
 	"github.com/valyala/fasthttp"
 )
 
@@ -45,6 +46,8 @@ type upstream struct {
 	// basePath is the path of the upstream's URL without a trailing "/"
 	// ("/v2" of "http://svc:8080/v2"), or "".
 	basePath string
+	// stats counts the attempts to the upstream (nil: metrics off).
+	stats *observe.UpstreamStats
 	// pooledOutages is the Upstream.Outages count the idle connections
 	// in client were last checked against. Written (CAS) by the first
 	// attempt that sees a newer count, which then closes them; read by
@@ -91,6 +94,8 @@ type pool struct {
 	// the request path is joined: "/v2" + "/items" = "/v2/items". Empty
 	// when the upstream URLs have no path.
 	basePath []byte
+	// stats counts the tenant's retries (nil: metrics off).
+	stats *observe.TenantStats
 }
 
 // Canonical header keys and values the proxy stage sets on every request.
@@ -271,6 +276,7 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 		p.budget.deposit(rs.start)
 	}
 
+	rs.beginUpstream()
 	var tried balancer.Set
 	retries := 0
 	failovers := 0 // free moves to an untried upstream after nothing was sent
@@ -334,6 +340,7 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 		if f == failNone && status >= 500 {
 			f = failStatus
 		}
+		rs.attemptDone(up, f, status)
 		up.report(tok, f, err, f == failStatus && !p.retry.statuses.has(status))
 		if f == failNone {
 			if ka := ctx.Response.Header.Peek(fasthttp.HeaderKeepAlive); len(ka) > 0 {
@@ -361,6 +368,7 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 			if p.retry.backoff > 0 {
 				time.Sleep(p.retry.backoff)
 			}
+			rs.retried(p)
 			continue
 		}
 		if f != failStatus {

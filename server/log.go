@@ -59,7 +59,7 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, rs *reqState) {
 			upstreamPath = upstreamPath[:i]
 		}
 	}
-	s.writeAccess(rs, resp.StatusCode(), size, upstreamURL, upstreamPath, rs.attempts, rs.errKind)
+	s.writeAccess(rs, resp.StatusCode(), size, upstreamURL, upstreamPath, rs.attempts, rs.errKind, rs.timingAttrs()...)
 }
 
 // errShutdown is the error kind of a request cut off at the end of the
@@ -78,7 +78,7 @@ func (s *Server) cutOffLog(rs *reqState) {
 // writeAccess writes one access line. The request's own bytes (what the
 // client sent, the upstream path, the request id) become one string, which
 // the attributes share: one allocation rather than one per field.
-func (s *Server) writeAccess(rs *reqState, status int, size int64, upstreamURL string, upstreamPath []byte, attempts int, errKind string) {
+func (s *Server) writeAccess(rs *reqState, status int, size int64, upstreamURL string, upstreamPath []byte, attempts int, errKind string, extra ...slog.Attr) {
 	tenantName := ""
 	switch {
 	case rs.tenant != nil:
@@ -110,5 +110,5 @@ func (s *Server) writeAccess(rs *reqState, status int, size int64, upstreamURL s
 		slog.Int("attempts", attempts),
 		slog.String("error", errKind),
 	}
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs[:]...)
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request", append(append(attrs[:], rs.traceAttrs()...), extra...)...)
 }

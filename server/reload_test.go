@@ -465,7 +465,11 @@ func TestAdminReloadEndpoints(t *testing.T) {
 		"stable * /stable/* static":           true,
 	}
 	for _, r := range routes {
-		k := strings.Join(strings.Fields(fmt.Sprintf("%s %s %s %s %s", r.Tenant, r.Method, r.Pattern, r.Source, r.Kind)), " ")
+		src := r.Source
+		if src != "" {
+			src = filepath.Base(src) // an openable path since lua-hard: the base is what the test knows
+		}
+		k := strings.Join(strings.Fields(fmt.Sprintf("%s %s %s %s %s", r.Tenant, r.Method, r.Pattern, src, r.Kind)), " ")
 		if !want[k] {
 			t.Errorf("unexpected route %q", k)
 		}

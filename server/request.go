@@ -66,6 +66,8 @@ type reqState struct {
 	// may set it; the loser writes nothing. Invariant: at most one access
 	// line per request.
 	logged atomic.Bool
+
+	obs obsState // trace, durations, counter shard (observe.go)
 }
 
 var statePool = sync.Pool{New: func() any { return &reqState{scratch: make([]byte, 0, 128), slot: -1} }}

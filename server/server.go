@@ -29,6 +29,7 @@ import (
 
 	"github.com/keystone-gateway/keystone/config"
 	"github.com/keystone-gateway/keystone/luavm"
+	"github.com/keystone-gateway/keystone/observe"
 	"github.com/valyala/fasthttp"
 )
 
@@ -86,6 +87,10 @@ type Server struct {
 	// that Shutdown logs those its grace period cuts off. Nil when the
 	// access log is off.
 	inflight *inflight
+	// obs holds the metrics; it outlives snapshots.
+	obs *observe.Registry
+	// exporter sends spans to tracing.otlp_endpoint; nil without one.
+	exporter *observe.Exporter
 }
 
 // New builds a server from a loaded config. It compiles every script and
@@ -103,6 +108,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		load:    opts.Load,
 	}
 	s.rl.stop = make(chan struct{})
+	s.obs = observe.New(observe.Config{Version: opts.Version, ProcessMetrics: true})
+	s.obs.Collect(s.collectGauges)
 	if s.log == nil {
 		out := os.Stdout
 		if cfg.Logging.Output == "stderr" {
@@ -113,11 +120,13 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if s.version == "" {
 		s.version = "dev"
 	}
+	s.exporter = newExporter(cfg, s.log)
 	snap, err := s.build(cfg)
 	if err != nil {
 		return nil, err
 	}
 	s.snap.Store(snap)
+	s.obs.ConfigLoaded(true, time.Now())
 	s.srv = s.newFastHTTP(cfg)
 	if cfg.Logging.AccessLog {
 		s.inflight = newInflight(cfg.Server.MaxConns)
@@ -226,6 +235,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 	}
 	s.rl.mu.Unlock()
+	s.startObserve(snap, ln)
 	if snap.adminEnabled && snap.cfg.Admin.Token == "" && !loopback(ln.Addr()) {
 		s.log.Warn("admin endpoints are reachable from the network without a token; set admin.token",
 			"component", "server", "prefix", snap.cfg.Admin.Prefix)
@@ -276,6 +286,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopRetiring()
 	if snap := s.snap.Load(); snap != nil {
 		snap.close()
+	}
+	if s.exporter != nil {
+		s.exporter.Stop(ctx) // sends the spans of the last requests
 	}
 	if err != nil {
 		return fmt.Errorf("server: shutdown: %w", err)
@@ -332,6 +345,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	// scripts see and what is forwarded, so "//admin", "/%61dmin" and
 	// "/svc/%2e%2e/admin" all reach the admin check as "/admin".
 	path := ctx.Path()
+	if snap.isMetricsPath(path) {
+		s.serveMetrics(ctx, rs, snap)
+		return
+	}
 	if snap.adminEnabled && hasSegmentPrefix(path, snap.adminPrefix) {
 		rs.admin = true
 		snap.admin.Serve(ctx, path[len(snap.adminPrefix):])
@@ -344,6 +361,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	rs.tenant = t
+	rs.beginRequest(ctx, snap)
 	if s.inflight != nil {
 		// Everything a cut-off access line shows is set by now.
 		s.inflight.add(rs, ctx.ConnID())
@@ -363,7 +381,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		// same value again for the upstream.
 		setOnly(h, snap.reqIDHeader, rs.reqID)
 	}
-	t.serve(ctx)
+	rs.serveTenant(ctx, t)
 }
 
 // rejectMalformed answers requests the gateway must not forward and reports
@@ -438,12 +456,13 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, rs *reqState, snap *snapshot) 
 	// One field, the gateway's: an upstream's own ids are replaced.
 	ctx.Response.Header.DelBytes(snap.reqIDHeader)
 	ctx.Response.Header.SetCanonical(snap.reqIDHeader, rs.reqID)
+	rs.endRequest(ctx, snap)
 	release := true
 	if rs.slot >= 0 && !rs.logged.CompareAndSwap(false, true) {
 		// Shutdown logged the request as cut off when the grace period
 		// ended, and may still be reading rs: leave it to the GC.
 		release = false
-	} else if snap.cfg.Logging.AccessLog {
+	} else if snap.cfg.Logging.AccessLog && rs.logSampled(ctx, snap) {
 		s.accessLog(ctx, rs)
 	}
 	if rs.slot >= 0 {

@@ -16,6 +16,7 @@ import (
 	"github.com/keystone-gateway/keystone/breaker"
 	"github.com/keystone-gateway/keystone/config"
 	"github.com/keystone-gateway/keystone/luavm"
+	"github.com/keystone-gateway/keystone/observe"
 	"github.com/valyala/fasthttp"
 )
 
@@ -39,6 +40,8 @@ type snapshot struct {
 	maxHeaderBytes int
 	maxHeaders     int
 	readTimeout    time.Duration // server.read_timeout, once the headers are in
+
+	obs observeSnapshot // metrics, tracing, access log sampling
 
 	// checkers are the health checkers of the snapshot's upstreams,
 	// registry entries started by start (a checker an older snapshot
@@ -142,6 +145,9 @@ type tenant struct {
 	// serve handles a request matched to the tenant: the script's router
 	// (which falls back to the pool) or the pool itself.
 	serve fasthttp.RequestHandler
+	// route and stats are the tenant's counters (nil: metrics off).
+	route *observe.RouteStats
+	stats *observe.TenantStats
 }
 
 // build compiles cfg into a snapshot: tenant index, upstream pools, breakers,
@@ -163,6 +169,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 	}
 	snap.trusted = trustedProxies(cfg.Server.TrustedNets())
 	snap.admin = s.newAdmin(cfg.Admin.Token)
+	snap.obs = s.observeSettings(cfg)
 	defer func() {
 		if err != nil {
 			snap.close()
@@ -178,6 +185,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 		}
 		snap.pools = append(snap.pools, p)
 		t := &tenant{cfg: tc, pool: p, serve: p.serve}
+		s.observeTenant(snap, t)
 		snap.tenants = append(snap.tenants, t)
 		snap.byName[tc.Name] = t
 		prefix := tc.PathPrefix
@@ -211,6 +219,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			Store:           s.store(t.cfg.Name),
 			Fallback:        fallback,
 			RequestIDHeader: string(snap.reqIDHeader),
+			ScriptsDir:      cfg.ScriptsDir,
 		})
 		if err != nil {
 			scriptErrs = append(scriptErrs, err)
@@ -252,6 +261,9 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant, reg *registry) (*poo
 		reqIDHeader:  snap.reqIDHeader,
 		replayBody:   int(snap.cfg.Server.StreamRequestBodyOver),
 	}
+	if snap.obs.metricsEnabled {
+		p.stats = s.obs.Tenant(tc.Name, tc.Script)
+	}
 	if p.prefix != nil && string(p.prefix) == "/" {
 		p.prefix = nil
 	}
@@ -286,6 +298,9 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant, reg *registry) (*poo
 			// config validates this; a config built by hand may not.
 			return nil, fmt.Errorf("upstream %q: base path %q differs from the tenant's first upstream's (%q)",
 				uc.URL, up.basePath, p.basePath)
+		}
+		if snap.obs.metricsEnabled {
+			up.stats = s.obs.Upstream(tc.Name, uc.URL)
 		}
 		p.ups = append(p.ups, up)
 		bups = append(bups, up.Upstream)
@@ -445,6 +460,7 @@ func (s *Server) luaConfig(cfg *config.Config) luavm.Config {
 		CallStackSize:   cfg.Lua.CallStackSize,
 		RegistryMaxSize: cfg.Lua.RegistryMaxSize,
 		MaxStringSize:   int(cfg.Lua.MaxStringSize),
+		MaxScriptSize:   int(cfg.Lua.MaxScriptSize),
 		Logger:          s.log,
 	}
 }
@@ -575,5 +591,6 @@ func (h *scriptHost) WriteError(ctx *fasthttp.RequestCtx, status int, msg string
 			rs.errKind = code
 		}
 	}
+	countScriptError(h.tenant, status, msg)
 	writeError(ctx, id, status, code, msg)
 }
