@@ -248,6 +248,10 @@ type Lua struct {
 	// MaxScriptSize caps the size of one script file or required module;
 	// a larger one is refused at load. Default 1MiB.
 	MaxScriptSize Size `yaml:"max_script_size"`
+
+	// MaxRuntimeRoutes caps the routes one tenant's script may add at run
+	// time with keystone.AddRoute. Default 1000.
+	MaxRuntimeRoutes int `yaml:"max_runtime_routes"`
 }
 
 // Tenant is one routed application: how requests are matched to it and where

@@ -60,11 +60,12 @@ func defaultConfig() Config {
 			Debounce: Duration(250 * time.Millisecond),
 		},
 		Lua: Lua{
-			MaxExecution:    Duration(50 * time.Millisecond),
-			CallStackSize:   200,
-			RegistryMaxSize: 262144,
-			MaxStringSize:   16 * MiB,
-			MaxScriptSize:   1 * MiB,
+			MaxExecution:     Duration(50 * time.Millisecond),
+			CallStackSize:    200,
+			RegistryMaxSize:  262144,
+			MaxStringSize:    16 * MiB,
+			MaxScriptSize:    1 * MiB,
+			MaxRuntimeRoutes: 1000,
 		},
 	}
 }

@@ -229,6 +229,7 @@ func validateLua(l *Lua, d *decoder) {
 	between(d, "lua.registry_max_size", l.RegistryMaxSize, 1, math.MaxInt32)
 	positiveSize(d, "lua.max_string_size", l.MaxStringSize)
 	positiveSize(d, "lua.max_script_size", l.MaxScriptSize)
+	between(d, "lua.max_runtime_routes", l.MaxRuntimeRoutes, 1, 1_000_000)
 }
 
 // tenantNameRE is the syntax of a tenant name: it appears in logs, metrics

@@ -46,6 +46,10 @@ type Config struct {
 	// requires; a larger file is refused at load. If zero, 1 MiB.
 	MaxScriptSize int
 
+	// MaxRuntimeRoutes caps the routes keystone.AddRoute may add to the
+	// script at run time. If zero, 1000.
+	MaxRuntimeRoutes int
+
 	// Logger receives script errors and keystone.Log lines, with
 	// component=lua. If nil, slog.Default().
 	Logger *slog.Logger
@@ -83,6 +87,7 @@ func (c Config) withDefaults() (Config, error) {
 		{"PoolSize", int64(c.PoolSize)}, {"MaxVMs", int64(c.MaxVMs)}, {"MaxExecution", int64(c.MaxExecution)},
 		{"CallStackSize", int64(c.CallStackSize)}, {"RegistryMaxSize", int64(c.RegistryMaxSize)},
 		{"MaxStringSize", int64(c.MaxStringSize)}, {"MaxScriptSize", int64(c.MaxScriptSize)},
+		{"MaxRuntimeRoutes", int64(c.MaxRuntimeRoutes)},
 	} {
 		if f.value < 0 {
 			return c, fmt.Errorf("luavm: Config.%s is negative (%d)", f.name, f.value)
@@ -111,6 +116,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxScriptSize == 0 {
 		c.MaxScriptSize = defaultMaxScriptSize
+	}
+	if c.MaxRuntimeRoutes == 0 {
+		c.MaxRuntimeRoutes = defaultMaxRuntimeRoutes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -175,4 +183,9 @@ type Options struct {
 	// RequestIDHeader names the request id header read for logs.
 	// If empty, "X-Request-ID".
 	RequestIDHeader string
+
+	// RuntimeRoutes holds the routes keystone.AddRoute adds. Pass the
+	// previous load's to keep them across a reload of an unchanged
+	// script. If nil, a new, empty set.
+	RuntimeRoutes *RuntimeRoutes
 }

@@ -16,9 +16,10 @@ type RouteInfo struct {
 }
 
 // Routes returns the routes the script defined when it loaded, in the
-// order they were registered. The result is owned by the caller.
+// order they were registered, then those added at run time
+// (keystone.AddRoute). The result is owned by the caller.
 func (s *Script) Routes() []RouteInfo {
-	return append([]RouteInfo(nil), s.routeInfo...)
+	return append(append([]RouteInfo(nil), s.routeInfo...), s.runtimeInfo()...)
 }
 
 // noteRoute records a route registered by defineRoutes.

@@ -129,6 +129,7 @@ func (s *Server) reload(cfg *config.Config, loadErr error, trigger string, by ad
 	if err == nil {
 		rec.TenantsAdded, rec.TenantsRemoved, rec.TenantsChanged = diffTenants(old, snap)
 		rec.NeedsRestart = needsRestart(old.cfg, cfg)
+		rec.RuntimeRoutesDropped = droppedRuntimeRoutes(old, snap)
 		// Checkers of new upstreams start before the swap; those the
 		// old snapshot started already run on.
 		if s.serving.Load() {

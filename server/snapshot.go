@@ -142,6 +142,9 @@ type tenant struct {
 	// scriptSum hashes the script's folder when it was loaded (reload
 	// tells a changed script from an unchanged one); nil without one.
 	scriptSum []byte
+	// runtime holds the routes the script added at run time; carried
+	// from the running snapshot when the script is unchanged.
+	runtime *luavm.RuntimeRoutes
 	// serve handles a request matched to the tenant: the script's router
 	// (which falls back to the pool) or the pool itself.
 	serve fasthttp.RequestHandler
@@ -212,6 +215,8 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 		if len(t.pool.ups) == 0 {
 			fallback = snap.notFound
 		}
+		t.scriptSum = sums[t.cfg.Script]
+		t.runtime = s.runtimeRoutesFor(t)
 		sc, err := luavm.Load(s.luaConfig(cfg), cfg.Scripts, t.cfg.Script, luavm.Options{
 			Tenant:          t.cfg.Name,
 			PathPrefix:      t.cfg.PathPrefix,
@@ -220,13 +225,13 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			Fallback:        fallback,
 			RequestIDHeader: string(snap.reqIDHeader),
 			ScriptsDir:      cfg.ScriptsDir,
+			RuntimeRoutes:   t.runtime,
 		})
 		if err != nil {
 			scriptErrs = append(scriptErrs, err)
 			continue
 		}
 		t.script = sc
-		t.scriptSum = sums[t.cfg.Script]
 		t.serve = sc.Handler
 	}
 	if len(scriptErrs) > 0 {
@@ -454,14 +459,15 @@ func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, 
 
 func (s *Server) luaConfig(cfg *config.Config) luavm.Config {
 	return luavm.Config{
-		PoolSize:        cfg.Lua.PoolSize,
-		MaxVMs:          cfg.Lua.MaxVMs,
-		MaxExecution:    cfg.Lua.MaxExecution.D(),
-		CallStackSize:   cfg.Lua.CallStackSize,
-		RegistryMaxSize: cfg.Lua.RegistryMaxSize,
-		MaxStringSize:   int(cfg.Lua.MaxStringSize),
-		MaxScriptSize:   int(cfg.Lua.MaxScriptSize),
-		Logger:          s.log,
+		PoolSize:         cfg.Lua.PoolSize,
+		MaxVMs:           cfg.Lua.MaxVMs,
+		MaxExecution:     cfg.Lua.MaxExecution.D(),
+		CallStackSize:    cfg.Lua.CallStackSize,
+		RegistryMaxSize:  cfg.Lua.RegistryMaxSize,
+		MaxStringSize:    int(cfg.Lua.MaxStringSize),
+		MaxScriptSize:    int(cfg.Lua.MaxScriptSize),
+		MaxRuntimeRoutes: cfg.Lua.MaxRuntimeRoutes,
+		Logger:           s.log,
 	}
 }
 
