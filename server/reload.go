@@ -41,9 +41,14 @@ var ErrNoLoader = errors.New("server: no config file to reload (Options.Load is 
 // counted before retire read active; one that reads true backs out and
 // loads the newer pointer. Not to be copied.
 type snapLife struct {
+	// The snapshot's other fields are read by every request and never
+	// written; active is written by every request on every core. The
+	// padding keeps it on a cache line of its own.
+	_ [64]byte
 	// active is written (Add) by every request on the snapshot; read by
 	// the retiring goroutine. Invariant: never negative.
 	active atomic.Int64
+	_      [56]byte
 	// retired is set once, by the reload that replaced the snapshot.
 	retired atomic.Bool
 	// closed is set once, by snapshot.close.

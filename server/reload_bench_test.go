@@ -107,3 +107,21 @@ return r
 	b.ReportMetric(float64(rss0)/1024, "rss-MiB-before")
 	b.ReportMetric(float64(rssKiB())/1024, "rss-MiB-after")
 }
+
+// BenchmarkSnapshotEnterExit bounds what a request pays for reloads: the
+// count on its snapshot (two atomic adds and a load), from every core at
+// once.
+func BenchmarkSnapshotEnterExit(b *testing.B) {
+	var s Server
+	s.snap.Store(&snapshot{})
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			snap := s.snap.Load()
+			for !snap.life.enter() {
+				snap = s.snap.Load()
+			}
+			snap.life.exit()
+		}
+	})
+}
