@@ -70,6 +70,11 @@ func (w *watcher) watch(cfg *config.Config) error {
 		return fmt.Errorf("server: reload.watch: %w", err)
 	}
 	w.scriptsDir = sd
+	// The folder itself first: WalkDir does not follow a symlinked root
+	// (a ConfigMap's "scripts" -> "..data/scripts"), inotify does.
+	if err := w.w.Add(sd); err != nil {
+		return fmt.Errorf("server: reload.watch: %s: %w", sd, err)
+	}
 	return filepath.WalkDir(sd, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return nil // a folder that vanished meanwhile
