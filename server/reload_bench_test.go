@@ -55,6 +55,13 @@ func rssKiB() int64 {
 	return 0
 }
 
+// heapInuse is the bytes of in-use heap spans.
+func heapInuse() float64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return float64(ms.HeapInuse)
+}
+
 // BenchmarkReload1000Tenants measures one reload of a 1,000-tenant config
 // with 20 scripts (every script compiled, pool_size VMs warmed each, every
 // pool built or found in the registry), alternating two configs that differ
@@ -85,7 +92,7 @@ return r
 	}
 	defer srv.Shutdown(b.Context()) //nolint:errcheck
 	runtime.GC()
-	g0, rss0 := runtime.NumGoroutine(), rssKiB()
+	g0, rss0, heap0 := runtime.NumGoroutine(), rssKiB(), heapInuse()
 	durs := make([]time.Duration, 0, b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -106,6 +113,11 @@ return r
 	b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines-after")
 	b.ReportMetric(float64(rss0)/1024, "rss-MiB-before")
 	b.ReportMetric(float64(rssKiB())/1024, "rss-MiB-after")
+	// RSS keeps the heap's high-water mark (an old and a new runtime
+	// live together during a reload); the live heap after a GC is what a
+	// leak would grow.
+	b.ReportMetric(heap0/(1<<20), "heap-MiB-before")
+	b.ReportMetric(heapInuse()/(1<<20), "heap-MiB-after")
 }
 
 // BenchmarkSnapshotEnterExit bounds what a request pays for reloads: the
