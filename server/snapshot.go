@@ -281,13 +281,22 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant, reg *registry) (*poo
 			if err != nil {
 				return nil, err
 			}
+			if snap.obs.metricsEnabled {
+				u.stats = s.obs.Upstream(tc.Name, uc.URL)
+			}
 			up = u
 		} else {
-			key := upstreamKey(tc, uc)
+			// Whether metrics are on is part of the key: stats is
+			// read by every attempt and set only here, before the
+			// entry is shared.
+			key := upstreamKey(tc, uc) + fmt.Sprintf("\x00metrics=%t", snap.obs.metricsEnabled)
 			v, err := reg.acquire(&snap.held, key, func() (any, func(), error) {
 				u, err := s.newUpstream(tc, uc)
 				if err != nil {
 					return nil, nil, err
+				}
+				if snap.obs.metricsEnabled {
+					u.stats = s.obs.Upstream(tc.Name, uc.URL)
 				}
 				return u, u.close, nil
 			})
@@ -303,9 +312,6 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant, reg *registry) (*poo
 			// config validates this; a config built by hand may not.
 			return nil, fmt.Errorf("upstream %q: base path %q differs from the tenant's first upstream's (%q)",
 				uc.URL, up.basePath, p.basePath)
-		}
-		if snap.obs.metricsEnabled {
-			up.stats = s.obs.Upstream(tc.Name, uc.URL)
 		}
 		p.ups = append(p.ups, up)
 		bups = append(bups, up.Upstream)
