@@ -41,6 +41,9 @@ type Tenant struct {
 	Balancer    string     `json:"balancer"`
 	Script      string     `json:"script,omitempty"`
 	Upstreams   []Upstream `json:"upstreams"`
+	// Upgraded counts the tenant's upgraded (WebSocket) connections open
+	// now.
+	Upgraded int `json:"upgraded_connections"`
 }
 
 // Upstream is one upstream's live state.

@@ -467,8 +467,13 @@ func requestFor(sc *Scenario) (RequestSpec, Expect) {
 	if sc.RequestBody.N > 0 {
 		tail = "/echo"
 		exp.Body = strconv.FormatInt(sc.RequestBody.N, 10)
-	} else if !sc.Gzip {
+	} else if !sc.Gzip && !sc.Compress {
 		exp.BodyLen = int(sc.ResponseSize.N)
+	}
+	if sc.Compress {
+		tail = "/plain/" + strconv.FormatInt(sc.ResponseSize.N, 10)
+		spec.Headers = append(spec.Headers, "Accept-Encoding: gzip")
+		exp.Encoding = "gzip"
 	}
 	if sc.Gzip {
 		spec.Headers = append(spec.Headers, "Accept-Encoding: gzip")
@@ -716,6 +721,7 @@ func (h *harness) launch(ctx context.Context, sc *Scenario, t *Target, spec Requ
 		NoFile:         int(h.nofile),
 		Root:           os.Geteuid() == 0,
 		KeystoneServer: sc.KeystoneServer,
+		Compress:       sc.Compress,
 	}
 	if sc.Route == "tenants" {
 		p.Hosts = tenantHosts(sc.Tenants)

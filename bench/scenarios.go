@@ -109,6 +109,14 @@ type Scenario struct {
 	// proxies must pass through untouched (checked).
 	Gzip bool `yaml:"gzip"`
 
+	// Compress has the targets compress: the client sends
+	// "Accept-Encoding: gzip", the upstream answers its JSON body
+	// uncompressed (.../plain/N), and each target must answer gzip
+	// (checked): Keystone with server.compression (gzip, level 5), nginx
+	// with its gzip module (gzip_comp_level 5), HAProxy with its
+	// compression filter. Route "proxy", GET only.
+	Compress bool `yaml:"compress"`
+
 	// Tenants is the number of host-based tenants for route "tenants".
 	// Default 1000.
 	Tenants int `yaml:"tenants"`
@@ -549,6 +557,9 @@ func (sc *Scenario) validate(v *validator, f string, earlier []Scenario) {
 		if sc.ResponseSize.N != 0 || sc.Gzip || sc.RequestBody.N != 0 {
 			v.errf(f+".route", "lua_hello answers a fixed \"Hello World\"; response_size, gzip and request_body do not apply")
 		}
+	}
+	if sc.Compress && (sc.Gzip || sc.Route != "proxy" || sc.RequestBody.N != 0) {
+		v.errf(f+".compress", "compress applies to GET responses of route proxy, without gzip")
 	}
 	if sc.Gzip && sc.Method != "GET" {
 		v.errf(f+".gzip", "gzip applies to GET responses only, got method %q", sc.Method)

@@ -51,6 +51,9 @@ type targetParams struct {
 	// KeystoneServer are extra keys of Keystone's server block
 	// (scenario keystone_server), e.g. to measure a tuning knob.
 	KeystoneServer map[string]string
+	// Compress has the target gzip uncompressed JSON answers itself, at
+	// level 5 (scenario compress).
+	Compress bool
 	// NoFile is the RLIMIT_NOFILE the target inherits; nginx asks for no
 	// more (asking for more than the hard limit only logs an alert).
 	NoFile int
@@ -78,6 +81,9 @@ server:
   max_conns: {{.MaxConns}}
 {{- range $k, $v := .KeystoneServer}}
   {{$k}}: {{$v}}
+{{- end}}
+{{- if .Compress}}
+  compression: {enabled: true, algorithms: [gzip], level: 5, min_size: 1KiB, types: [application/json]}
 {{- end}}
 admin:
   enabled: true
@@ -166,6 +172,13 @@ http {
     client_max_body_size 16m;
     server_names_hash_max_size 8192;
     server_names_hash_bucket_size 64;
+{{- if .Compress}}
+    gzip on;
+    gzip_comp_level 5;
+    gzip_min_length 1024;
+    gzip_types application/json;
+    gzip_vary on;
+{{- end}}
 
     upstream bench_up {
         server {{.Upstream}};
@@ -220,6 +233,11 @@ defaults
     timeout http-keep-alive 75s
     http-reuse always
     option forwardfor
+{{- if .Compress}}
+    filter compression
+    compression algo gzip
+    compression type application/json
+{{- end}}
 
 frontend fe
     bind {{.Listen}} backlog 4096

@@ -24,6 +24,8 @@ import (
 //
 //	.../bytes/N   N bytes of compressible text; gzip-compressed with
 //	              "Content-Encoding: gzip" when the request accepts gzip
+//	.../plain/N   the same N bytes, never compressed (targets that
+//	              compress themselves)
 //	.../echo      the number of request body bytes received, in decimal
 //	.../health    "ok"
 //
@@ -69,6 +71,7 @@ func makeBody(n int) []byte {
 
 var (
 	suffixBytes  = []byte("/bytes/")
+	suffixPlain  = []byte("/plain/")
 	suffixEcho   = []byte("/echo")
 	suffixHealth = []byte("/health")
 	headerBench  = []byte("X-Bench")
@@ -84,6 +87,15 @@ func (h *upstreamHandler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	case bytes.HasSuffix(path, suffixEcho):
 		ctx.SetContentType("text/plain")
 		ctx.Response.SetBodyString(strconv.Itoa(len(ctx.Request.Body())))
+	case bytes.Contains(path, suffixPlain):
+		i := bytes.LastIndex(path, suffixPlain)
+		n, err := strconv.Atoi(string(path[i+len(suffixPlain):]))
+		if err != nil || n < 0 || n > 64<<20 {
+			ctx.Error("bad size", fasthttp.StatusBadRequest)
+			return
+		}
+		ctx.SetContentType("application/json")
+		ctx.Response.SetBodyRaw(h.body(n).plain)
 	case bytes.Contains(path, suffixBytes):
 		i := bytes.LastIndex(path, suffixBytes)
 		n, err := strconv.Atoi(string(path[i+len(suffixBytes):]))

@@ -131,6 +131,10 @@ type Server struct {
 	// id (removed on exit), for `keystone reload` to signal it. Relative
 	// paths are relative to the working directory. Default: none.
 	PIDFile string `yaml:"pid_file"`
+
+	// Compression compresses responses for clients that accept it; a
+	// tenant's compression block overrides it.
+	Compression Compression `yaml:"compression"`
 }
 
 // Reload configures reloading the config and scripts when their files
@@ -178,6 +182,12 @@ type Logging struct {
 	// answered with an error of its own, or with a 5xx, are always
 	// written. Default 1.
 	AccessLogSample float64 `yaml:"access_log_sample"`
+
+	// AccessLogFile, if set, is the file access lines are appended to
+	// instead of Output (the other logs stay on Output). It is created if
+	// missing and reopened at the same path on SIGUSR1, logrotate's
+	// convention. Default "" (access lines go to Output).
+	AccessLogFile string `yaml:"access_log_file"`
 }
 
 // Metrics configures the Prometheus text endpoint, served on the main
@@ -329,6 +339,31 @@ type Tenant struct {
 	// request that never reached an upstream), budget_ratio 0.2,
 	// backoff 0.
 	Retries Retries `yaml:"retries"`
+
+	// Auth requires credentials (JWT, API key, basic). Nil: none.
+	Auth *Auth `yaml:"auth"`
+
+	// IP allows or denies client addresses. Nil: all allowed.
+	IP *IPRules `yaml:"ip"`
+
+	// CORS answers preflights and adds CORS headers. Nil: none.
+	CORS *CORS `yaml:"cors"`
+
+	// Headers changes request and response headers. Nil: none.
+	Headers *HeaderRules `yaml:"headers"`
+	// Compression overrides server.compression for this tenant, key by
+	// key. Nil: the server's.
+	Compression *Compression `yaml:"compression"`
+
+	// WebSocket configures upgraded connections (WebSocket and
+	// UpgradeProtocols).
+	WebSocket WebSocket `yaml:"websocket"`
+
+	// UpgradeProtocols lists the other protocols ("Upgrade: name" or
+	// "name/version") the tenant lets clients upgrade to; they are
+	// relayed like WebSocket connections, with websocket's timeouts.
+	// Default: none.
+	UpgradeProtocols []string `yaml:"upgrade_protocols"`
 }
 
 // Upstream is one server a tenant proxies to.

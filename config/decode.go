@@ -55,6 +55,10 @@ type decoder struct {
 	// aliases maps each alias to the node its anchor names, resolved in
 	// document order by prepare.
 	aliases map[*ast.AliasNode]ast.Node
+
+	// baseDir is where files named by the config (key files) are
+	// resolved.
+	baseDir string
 }
 
 func newDecoder(errs *errorSet, lookup func(string) (string, bool)) *decoder {
@@ -470,6 +474,8 @@ func (d *decoder) decode(path string, key *token.Token, n ast.Node, v reflect.Va
 		v.Set(ptr)
 	case t.Kind() == reflect.Slice:
 		d.decodeSlice(path, n, v)
+	case t.Kind() == reflect.Map:
+		d.decodeMap(path, n, v)
 	default:
 		d.decodeScalar(path, n, forceStr, v)
 	}
@@ -656,7 +662,7 @@ func (d *decoder) decodeStruct(path string, n ast.Node, v reflect.Value) {
 			for i, f := range fields {
 				keys[i] = f.key
 			}
-			if s := suggest(e.key, keys); s != "" {
+			if s := Suggest(e.key, keys); s != "" {
 				d.errs.add(tokenPos(e.keyTk).line, tokenPos(e.keyTk).col, path,
 					"unknown field %q (did you mean %q?)", clip(e.key), s)
 			} else {
@@ -848,10 +854,11 @@ func (d *decoder) decodeUnit(path string, n ast.Node, forceStr bool, v reflect.V
 	}
 }
 
-// suggest returns the candidate closest to s within edit distance 2, or ""
-// when none is that close. Ties go to the earlier candidate (declaration
-// order, which puts the common keys first).
-func suggest(s string, candidates []string) string {
+// Suggest returns the candidate closest to s within edit distance 2, or ""
+// when none is that close: the "did you mean" of config errors, and of the
+// command line and script options, which share it. Ties go to the earlier
+// candidate (declaration order, which puts the common keys first).
+func Suggest(s string, candidates []string) string {
 	best, bestDist := "", 3
 	if len(s) > 64 {
 		return "" // the distance is quadratic; no key is that long

@@ -35,6 +35,7 @@ func defaultConfig() Config {
 			MaxConns:              262144,
 			ShutdownGrace:         Duration(15 * time.Second),
 			RequestIDHeader:       "X-Request-ID",
+			Compression:           defaultCompression(),
 		},
 		Admin: Admin{
 			Enabled: true,
@@ -91,6 +92,7 @@ func finishDefaults(c *Config, set func(path string) bool) {
 			t.OutlierDetection = &od
 		}
 	}
+	inheritCompression(c, set)
 }
 
 // defaultTenant returns a Tenant with every default set.
@@ -108,6 +110,7 @@ func defaultTenant() Tenant {
 			MaxConnWait: Duration(1 * time.Second),
 		},
 		MaxResponseBody: 64 * MiB,
+		WebSocket:       defaultWebSocket(),
 		Retries: Retries{
 			Attempts:    1,
 			On:          []string{"connect_error"},
@@ -163,8 +166,13 @@ func newDefault(t reflect.Type) reflect.Value {
 		v = defaultOutlierDetection()
 	case reflect.TypeFor[CircuitBreaker]():
 		v = defaultCircuitBreaker()
+	case reflect.TypeFor[Compression]():
+		v = defaultCompression()
 	default:
-		return p
+		var ok bool
+		if v, ok = authDefault(t); !ok {
+			return p
+		}
 	}
 	p.Elem().Set(reflect.ValueOf(v))
 	return p

@@ -141,6 +141,9 @@ tenants:
 			if len(c.Tenants[i].Domains) == 0 {
 				c.Tenants[i].Domains = nil
 			}
+			if len(c.Tenants[i].UpgradeProtocols) == 0 {
+				c.Tenants[i].UpgradeProtocols = nil
+			}
 		}
 	}
 	for _, s := range []struct {

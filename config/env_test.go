@@ -62,8 +62,8 @@ func TestSuggest(t *testing.T) {
 		{"a very long key", string(make([]byte, 1000)), ""},
 	}
 	for _, tt := range tests {
-		if got := suggest(tt.in, keys); got != tt.want {
-			t.Errorf("%s: suggest(%q): got %q, want %q", tt.name, tt.in, got, tt.want)
+		if got := Suggest(tt.in, keys); got != tt.want {
+			t.Errorf("%s: Suggest(%q): got %q, want %q", tt.name, tt.in, got, tt.want)
 		}
 	}
 }

@@ -181,6 +181,7 @@ func parse(errs *errorSet, file string, data []byte, o *options) *Config {
 	}
 
 	d := newDecoder(errs, o.lookup)
+	d.baseDir = o.baseDir
 	if !d.prepare(body) {
 		return nil
 	}

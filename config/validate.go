@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -111,6 +113,7 @@ func validateServer(s *Server, d *decoder) {
 	if !httpguts.ValidHeaderFieldName(s.RequestIDHeader) {
 		d.errorAt("server.request_id_header", "expected a header name such as \"X-Request-ID\", got %q", clip(s.RequestIDHeader))
 	}
+	validateCompression(d, &s.Compression, "server.compression")
 }
 
 // TrustedNets returns TrustedProxies as prefixes, single addresses as /32
@@ -190,6 +193,12 @@ func validateLogging(l *Logging, d *decoder) {
 	oneOf(d, "logging.level", l.Level, "debug", "info", "warn", "error")
 	oneOf(d, "logging.format", l.Format, "json", "text")
 	oneOf(d, "logging.output", l.Output, "stdout", "stderr")
+	if f := l.AccessLogFile; f != "" {
+		// Checked, not created: keystone check must not write files.
+		if st, err := os.Stat(filepath.Dir(f)); err != nil || !st.IsDir() {
+			d.errorAt("logging.access_log_file", "expected a file in an existing directory, got %q", clip(f))
+		}
+	}
 }
 
 func validateObserve(c *Config, d *decoder) {
@@ -435,6 +444,11 @@ func validateTenant(c *Config, d *decoder, t *Tenant, tp string) (hosts []string
 		between(d, p+".half_open_max_requests", b.HalfOpenMaxRequests, 1, 100000)
 	}
 	validateRetries(d, &t.Retries, tp+".retries")
+	validateAccess(d, t, tp)
+	if t.Compression != nil {
+		validateCompression(d, t.Compression, tp+".compression")
+	}
+	validateWebSocket(d, &t.WebSocket, t.UpgradeProtocols, tp)
 	return hosts, prefixOK
 }
 
@@ -497,7 +511,7 @@ func validateRetries(d *decoder, r *Retries, p string) {
 			on.Statuses = append(on.Statuses, code)
 		default:
 			msg := fmt.Sprintf("expected connect_error, timeout or a status code within 500..599, got %q", clip(s))
-			if sug := suggest(s, []string{"connect_error", "timeout"}); sug != "" {
+			if sug := Suggest(s, []string{"connect_error", "timeout"}); sug != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", sug)
 			}
 			d.errorAt(ip, "%s", msg)
@@ -733,7 +747,7 @@ func oneOf(d *decoder, p, v string, allowed ...string) {
 		return
 	}
 	msg := fmt.Sprintf("expected %s, got %q", orList(allowed), clip(v))
-	if s := suggest(v, allowed); s != "" {
+	if s := Suggest(v, allowed); s != "" {
 		msg += fmt.Sprintf(" (did you mean %q?)", s)
 	}
 	d.errorAt(p, "%s", msg)

@@ -60,6 +60,7 @@ func (v *vm) openKeystone() {
 	mod := v.setFuncs(L.NewTable(), keystoneExports)
 	mod.RawSetString("store", v.setFuncs(L.NewTable(), storeExports))
 	mod.RawSetString("http", v.setFuncs(L.NewTable(), httpExports))
+	mod.RawSetString("auth", v.openAuth())
 	L.SetGlobal("keystone", mod)
 	v.fallbackFn = v.newNative(v.s.fallback)
 	v.notAllowedFn = v.newNative(v.s.notAllowed)

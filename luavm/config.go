@@ -188,4 +188,9 @@ type Options struct {
 	// previous load's to keep them across a reload of an unchanged
 	// script. If nil, a new, empty set.
 	RuntimeRoutes *RuntimeRoutes
+
+	// Auth is the tenant's access control, for keystone.auth middleware
+	// (builtins_auth.go). If nil, the middleware takes every setting from
+	// its options.
+	Auth *AuthConfig
 }

@@ -149,6 +149,8 @@ func (v *vm) reqField(L *lua.LState) int {
 		val = lua.LString(v.requestCtx(L).URI().QueryString())
 	case "RemoteAddr":
 		val = lua.LString(v.s.host.ClientIP(v.requestCtx(L)))
+	case "Auth":
+		val = v.reqAuth(L)
 	case "Context":
 		v.requestCtx(L)
 		if v.reqCtx == nil {

@@ -27,6 +27,7 @@ func (a adminSource) Tenants() []admin.Tenant {
 			StripPrefix: c.StripPrefix,
 			Balancer:    c.Balancer,
 			Script:      c.Script,
+			Upgraded:    a.s.tunnels.active(c.Name),
 		}
 		for _, up := range t.pool.ups {
 			st := up.Status()

@@ -90,6 +90,10 @@ type pool struct {
 	trusted     trustedProxies
 	reqIDHeader []byte // canonical form
 
+	// upgrade relays "Connection: Upgrade" requests (websocket.go); nil
+	// when the tenant relays none.
+	upgrade *upgradePolicy
+
 	// basePath is the upstreams' base path (they share one), under which
 	// the request path is joined: "/v2" + "/items" = "/v2/items". Empty
 	// when the upstream URLs have no path.
@@ -251,6 +255,9 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 		// upstream a forward proxy for whoever asks.
 		writeError(ctx, rs.reqID, fasthttp.StatusMethodNotAllowed, codeMethodNotAllowed, "CONNECT is not supported")
 		rs.errKind = codeMethodNotAllowed
+		return
+	}
+	if p.upgrade != nil && req.Header.ConnectionUpgrade() && p.serveUpgrade(ctx, rs) {
 		return
 	}
 	clientClose := req.Header.ConnectionClose()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/keystone-gateway/keystone/auth"
 	"github.com/keystone-gateway/keystone/config"
 	"github.com/valyala/fasthttp"
 )
@@ -59,7 +60,7 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, rs *reqState) {
 			upstreamPath = upstreamPath[:i]
 		}
 	}
-	s.writeAccess(rs, resp.StatusCode(), size, upstreamURL, upstreamPath, rs.attempts, rs.errKind, rs.timingAttrs()...)
+	s.writeAccess(rs, rs.ident, resp.StatusCode(), size, upstreamURL, upstreamPath, rs.attempts, rs.errKind, rs.timingAttrs()...)
 }
 
 // errShutdown is the error kind of a request cut off at the end of the
@@ -70,15 +71,15 @@ const errShutdown = "shutdown"
 // shutdown grace period ended: status 0 (no answer was sent, and none will
 // be: the process exits), error "shutdown". It reads only what the request
 // set before it was tracked (inflight's doc): which upstream it was trying
-// is not known.
+// and who it authenticated as are not known.
 func (s *Server) cutOffLog(rs *reqState) {
-	s.writeAccess(rs, 0, 0, "", nil, 0, errShutdown)
+	s.writeAccess(rs, nil, 0, 0, "", nil, 0, errShutdown)
 }
 
 // writeAccess writes one access line. The request's own bytes (what the
 // client sent, the upstream path, the request id) become one string, which
 // the attributes share: one allocation rather than one per field.
-func (s *Server) writeAccess(rs *reqState, status int, size int64, upstreamURL string, upstreamPath []byte, attempts int, errKind string, extra ...slog.Attr) {
+func (s *Server) writeAccess(rs *reqState, id *auth.Identity, status int, size int64, upstreamURL string, upstreamPath []byte, attempts int, errKind string, extra ...slog.Attr) {
 	tenantName := ""
 	switch {
 	case rs.tenant != nil:
@@ -93,6 +94,10 @@ func (s *Server) writeAccess(rs *reqState, status int, size int64, upstreamURL s
 	all := string(b)
 	sent := len(rs.sent)
 	upEnd := sent + len(upstreamPath)
+	consumer, method := "", ""
+	if id != nil {
+		consumer, method = id.Consumer, id.Method
+	}
 	attrs := [...]slog.Attr{
 		slog.String("component", "access"),
 		slog.String("request_id", all[upEnd:]),
@@ -109,6 +114,8 @@ func (s *Server) writeAccess(rs *reqState, status int, size int64, upstreamURL s
 		slog.String("upstream_path", all[sent:upEnd]),
 		slog.Int("attempts", attempts),
 		slog.String("error", errKind),
+		slog.String("consumer", consumer),
+		slog.String("auth_method", method),
 	}
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request", append(append(attrs[:], rs.traceAttrs()...), extra...)...)
+	s.access.LogAttrs(context.Background(), slog.LevelInfo, "request", append(append(attrs[:], rs.traceAttrs()...), extra...)...)
 }

@@ -339,6 +339,7 @@ func needsRestart(old, cur *config.Config) []string {
 	add("logging.level", old.Logging.Level != cur.Logging.Level)
 	add("logging.format", old.Logging.Format != cur.Logging.Format)
 	add("logging.output", old.Logging.Output != cur.Logging.Output)
+	add("logging.access_log_file", old.Logging.AccessLogFile != cur.Logging.AccessLogFile)
 	add("tracing.otlp_endpoint", old.Tracing.OTLPEndpoint != cur.Tracing.OTLPEndpoint)
 	add("tracing.export_interval", old.Tracing.ExportInterval != cur.Tracing.ExportInterval)
 	add("reload.watch", old.Reload.Watch != cur.Reload.Watch)

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keystone-gateway/keystone/auth"
 	"github.com/valyala/fasthttp"
 )
 
@@ -32,6 +33,11 @@ type reqState struct {
 	admin    bool       // served by the admin endpoints
 	peer     netip.Addr // the TCP peer
 	clientIP netip.Addr // the peer, or who a trusted proxy says it forwards
+
+	// ident is the identity the tenant's auth (or a script's auth
+	// middleware) accepted; nil when none. Logged as consumer and
+	// auth_method.
+	ident *auth.Identity
 
 	// errKind names why the gateway answered on its own ("" when the
 	// upstream or a script answered); logged.

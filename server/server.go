@@ -8,9 +8,10 @@
 //	       → admin (on the normalized path) → tenant match
 //	       → tenant script (luavm router, middleware) → proxy stage:
 //	         pick → breaker → forward → report → retry
-//	       → response headers → access log
+//	         (an upgrade: pick → breaker → own connection → 101 → tunnel)
+//	       → compression → response headers → access log
 //
-// Stages not built yet (auth, rate limits, caching, compression, tracing)
+// Stages not built yet (auth, rate limits, caching, tracing)
 // would slot in between the tenant match and the proxy stage, or around it,
 // as handlers of the same shape.
 package server
@@ -53,9 +54,13 @@ type Options struct {
 // ListenAndServe, stop it with Shutdown. Its methods are safe for
 // concurrent use.
 type Server struct {
-	log     *slog.Logger
-	version string
-	started time.Time
+	log *slog.Logger
+	// access receives the access lines: log, or a logger on accessFile
+	// (logging.access_log_file), which ReopenLogs reopens.
+	access     *slog.Logger
+	accessFile *logFile
+	version    string
+	started    time.Time
 
 	// snap is the published snapshot. Stored by New and by Reload (under
 	// rl.mu), loaded once at the start of every request.
@@ -83,6 +88,10 @@ type Server struct {
 	lnMu sync.Mutex
 	ln   net.Listener
 
+	// tunnels are the upgraded (WebSocket) connections, which outlive
+	// the requests that opened them and fasthttp does not track.
+	tunnels *tunnels
+
 	// inflight tracks requests in flight while the access log is on, so
 	// that Shutdown logs those its grace period cuts off. Nil when the
 	// access log is off.
@@ -106,6 +115,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		stores:  make(map[string]luavm.Store),
 		reg:     newRegistry(),
 		load:    opts.Load,
+		tunnels: newTunnels(),
 	}
 	s.rl.stop = make(chan struct{})
 	s.obs = observe.New(observe.Config{Version: opts.Version, ProcessMetrics: true})
@@ -116,6 +126,15 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			out = os.Stderr
 		}
 		s.log = NewLogger(cfg.Logging, out)
+	}
+	s.access = s.log
+	if path := cfg.Logging.AccessLogFile; path != "" {
+		f, err := openLogFile(path)
+		if err != nil {
+			return nil, err
+		}
+		s.accessFile = f
+		s.access = NewLogger(cfg.Logging, f)
 	}
 	if s.version == "" {
 		s.version = "dev"
@@ -198,8 +217,11 @@ func (s *Server) newFastHTTP(cfg *config.Config) *fasthttp.Server {
 		MaxConnsPerIP:                sc.MaxConnsPerIP,
 		// Idle keep-alive connections give their read buffers back to
 		// the pool: 10,000 idle clients must not pin 10,000 × 40 KiB.
-		ReduceMemoryUsage:     true,
-		CloseOnShutdown:       true,
+		ReduceMemoryUsage: true,
+		CloseOnShutdown:   true,
+		// Upgraded connections are closed by their tunnel, which lets
+		// go of fasthttp's read buffer first (websocket.go).
+		KeepHijackedConns:     true,
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
 		SecureErrorLogMessage: true,
@@ -279,6 +301,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err != nil && s.inflight != nil {
 		s.inflight.cutOff(s.cutOffLog)
 	}
+	// fasthttp does not wait for hijacked connections: upgraded ones
+	// run until the grace ends, then get a close frame.
+	s.tunnels.shutdown(ctx)
 	// No reload after this point: the snapshot closed below stays the
 	// published one.
 	s.rl.mu.Lock()
@@ -290,10 +315,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.exporter != nil {
 		s.exporter.Stop(ctx) // sends the spans of the last requests
 	}
+	if s.accessFile != nil {
+		s.accessFile.Close() // after the cut-off lines
+	}
 	if err != nil {
 		return fmt.Errorf("server: shutdown: %w", err)
 	}
 	return nil
+}
+
+// ReopenLogs reopens the access log file at its path (logrotate's
+// SIGUSR1), or does nothing when access lines go to the main log.
+func (s *Server) ReopenLogs() error {
+	if s.accessFile == nil {
+		return nil
+	}
+	return s.accessFile.Reopen()
 }
 
 // store returns the keystone.store of a tenant, creating it once.
@@ -381,7 +418,14 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		// same value again for the upstream.
 		setOnly(h, snap.reqIDHeader, rs.reqID)
 	}
-	rs.serveTenant(ctx, t)
+	if t.access != nil {
+		serveAccess(ctx, rs, t)
+	} else {
+		rs.serveTenant(ctx, t)
+	}
+	if t.compress != nil {
+		t.compress.apply(ctx)
+	}
 }
 
 // rejectMalformed answers requests the gateway must not forward and reports

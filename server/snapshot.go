@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keystone-gateway/keystone/admin"
+	"github.com/keystone-gateway/keystone/auth"
 	"github.com/keystone-gateway/keystone/balancer"
 	"github.com/keystone-gateway/keystone/breaker"
 	"github.com/keystone-gateway/keystone/config"
@@ -151,6 +152,11 @@ type tenant struct {
 	// route and stats are the tenant's counters (nil: metrics off).
 	route *observe.RouteStats
 	stats *observe.TenantStats
+	// access is the tenant's auth, ip, cors and headers policy; nil when
+	// it has none (access.go).
+	access *auth.Policy
+	// compress is the compression stage run after serve; nil when off.
+	compress *compressor
 }
 
 // build compiles cfg into a snapshot: tenant index, upstream pools, breakers,
@@ -187,7 +193,10 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
 		}
 		snap.pools = append(snap.pools, p)
-		t := &tenant{cfg: tc, pool: p, serve: p.serve}
+		t := &tenant{cfg: tc, pool: p, serve: p.serve, compress: newCompressor(cfg.CompressionFor(tc))}
+		if t.access, err = auth.New(tc, auth.Options{Logger: s.log.With("tenant", tc.Name)}); err != nil {
+			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
+		}
 		s.observeTenant(snap, t)
 		snap.tenants = append(snap.tenants, t)
 		snap.byName[tc.Name] = t
@@ -226,6 +235,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			RequestIDHeader: string(snap.reqIDHeader),
 			ScriptsDir:      cfg.ScriptsDir,
 			RuntimeRoutes:   t.runtime,
+			Auth:            &luavm.AuthConfig{Base: t.cfg.Auth, Policy: t.access, Logger: s.log.With("tenant", t.cfg.Name)},
 		})
 		if err != nil {
 			scriptErrs = append(scriptErrs, err)
@@ -265,6 +275,7 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant, reg *registry) (*poo
 		trusted:      snap.trusted,
 		reqIDHeader:  snap.reqIDHeader,
 		replayBody:   int(snap.cfg.Server.StreamRequestBodyOver),
+		upgrade:      newUpgradePolicy(tc, s.tunnels),
 	}
 	if snap.obs.metricsEnabled {
 		p.stats = s.obs.Tenant(tc.Name, tc.Script)
@@ -482,6 +493,9 @@ func (snap *snapshot) start() {
 	for _, c := range snap.checkers {
 		c.Start()
 	}
+	for _, t := range snap.tenants {
+		t.access.Start()
+	}
 }
 
 // close releases the snapshot's scripts, its keystone.Proxy URL pools and
@@ -493,6 +507,7 @@ func (snap *snapshot) close() {
 		return
 	}
 	for _, t := range snap.tenants {
+		t.access.Stop()
 		if t.script != nil {
 			t.script.Close()
 		}
@@ -585,6 +600,8 @@ func (h *scriptHost) WriteError(ctx *fasthttp.RequestCtx, status int, msg string
 	switch {
 	case status == fasthttp.StatusNotFound:
 		code = codeNotFound
+	case status == fasthttp.StatusUnauthorized:
+		code = codeUnauthorized
 	case status == fasthttp.StatusMethodNotAllowed:
 		code = codeMethodNotAllowed
 	case status == fasthttp.StatusServiceUnavailable:

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/keystone-gateway/keystone/config"
 )
 
 // Usage texts, one per subcommand. Each names every flag its FlagSet
@@ -218,34 +220,13 @@ func dashed(name string) string {
 
 // closest returns the defined flag nearest to name, within two edits, or "".
 func (c *cli) closest(name string) string {
-	best, bestDist := "", 3
+	var names []string
 	c.fs.VisitAll(func(f *flag.Flag) {
-		if d := editDistance(name, f.Name); d < bestDist && len(f.Name) > 1 {
-			best, bestDist = f.Name, d
+		if len(f.Name) > 1 {
+			names = append(names, f.Name)
 		}
 	})
-	return best
-}
-
-// editDistance is the Levenshtein distance between two short strings.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return config.Suggest(name, names)
 }
 
 // looksLikeConfig reports whether a word given in place of a command is

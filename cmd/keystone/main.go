@@ -212,6 +212,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
+	stopReopen := reopenOnSIGUSR1(srv, logger)
+	defer stopReopen()
 
 	for {
 		var sig os.Signal
@@ -484,4 +486,30 @@ func probeHealth(url, token string, timeout time.Duration) (string, error) {
 		return *doc.Status, nil
 	}
 	return "", fmt.Errorf("%s answered 200 with status %q, not Keystone's health document", url, *doc.Status)
+}
+
+// reopenOnSIGUSR1 reopens the access log file on each SIGUSR1 (logrotate's
+// postrotate convention) until the returned stop is called.
+func reopenOnSIGUSR1(srv *server.Server, logger *slog.Logger) (stop func()) {
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-usr1:
+				if err := srv.ReopenLogs(); err != nil {
+					logger.Error("reopening the access log", "component", "main", "error", err)
+				} else {
+					logger.Info("reopened the access log", "component", "main")
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(usr1)
+		close(done)
+	}
 }
