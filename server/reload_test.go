@@ -603,3 +603,32 @@ func TestReloadLeavesNothingBehind(t *testing.T) {
 	t.Logf("goroutines: %d before 100 reloads, %d after (gateway-owned %d, %d; the rest are the test upstreams' idle workers)",
 		base, runtime.NumGoroutine(), baseOwned, ownedGoroutines())
 }
+
+// TestDrainLetsInFlightFinish: draining an upstream stops new requests to
+// it while one already sent finishes with the upstream's answer.
+func TestDrainLetsInFlightFinish(t *testing.T) {
+	up := startEcho(t, "slow")
+	release := make(chan struct{})
+	up.setHandler(func(ctx *fasthttp.RequestCtx) {
+		<-release
+		ctx.SetBodyString("finished")
+	})
+	d := newConfDir(t, yamlf("tenants:\n  - name: a\n    path_prefix: /\n    upstreams: [{url: %q}]\n", up.url()))
+	g := d.start(t)
+	done := make(chan *fasthttp.Response, 1)
+	go func() { done <- g.get("/slow") }()
+	eventually(t, 2*time.Second, "the request to reach the upstream", func() bool { return up.requests.Load() == 1 })
+	if err := g.srv.SetDraining("a", up.url(), true, admin.Caller{IP: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if resp := g.get("/new"); resp.StatusCode() != fasthttp.StatusServiceUnavailable {
+		t.Errorf("a new request to the drained upstream: %d, want 503", resp.StatusCode())
+	}
+	close(release)
+	if resp := <-done; resp.StatusCode() != 200 || string(resp.Body()) != "finished" {
+		t.Errorf("the request in flight when the drain began: %d %q", resp.StatusCode(), resp.Body())
+	}
+	if n := up.requests.Load(); n != 1 {
+		t.Errorf("the drained upstream got %d requests, want only the one in flight", n)
+	}
+}
