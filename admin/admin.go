@@ -44,6 +44,35 @@ type Tenant struct {
 	// Upgraded counts the tenant's upgraded (WebSocket) connections open
 	// now.
 	Upgraded int `json:"upgraded_connections"`
+	// Lua is the script's VM pool, for a tenant with a script.
+	Lua *Lua `json:"lua,omitempty"`
+}
+
+// Lua is the live state of one tenant script's VMs and request threads.
+type Lua struct {
+	// VMsLive VMs exist, VMsIdle of them not running Lua now.
+	VMsLive int `json:"vms_live"`
+	VMsIdle int `json:"vms_idle"`
+	// VMsCreated counts VMs ever created, warm-up included.
+	VMsCreated uint64 `json:"vms_created"`
+	// VMsDiscarded counts Lua states dropped after a timeout or a panic.
+	VMsDiscarded uint64 `json:"vms_discarded"`
+	// Threads is the request threads in existence (in flight or pooled).
+	Threads int `json:"threads"`
+	// Inflight is the requests being served by the script now.
+	Inflight int `json:"inflight"`
+	// MemoryBytes is the memory budget in use, of MaxMemoryBytes.
+	MemoryBytes    int64 `json:"memory_bytes"`
+	MaxMemoryBytes int64 `json:"max_memory_bytes"`
+	// Requests and Errors count the script's requests and failures.
+	Requests uint64 `json:"requests"`
+	Errors   uint64 `json:"errors"`
+	// VMWaits counts requests that queued for a VM or budget room,
+	// VMWaitSeconds their total time queued, VMWaitTimeouts those that
+	// gave up after lua.vm_wait (answered 503).
+	VMWaits        uint64  `json:"vm_waits"`
+	VMWaitSeconds  float64 `json:"vm_wait_seconds"`
+	VMWaitTimeouts uint64  `json:"vm_wait_timeouts"`
 }
 
 // Upstream is one upstream's live state.

@@ -479,6 +479,9 @@ func requestFor(sc *Scenario) (RequestSpec, Expect) {
 		spec.Headers = append(spec.Headers, "Accept-Encoding: gzip")
 		exp.Encoding = "gzip"
 	}
+	if sc.UpstreamDelay.D > 0 {
+		tail = "/delay/" + strconv.FormatInt(sc.UpstreamDelay.D.Milliseconds(), 10) + tail
+	}
 	switch sc.Route {
 	case "proxy":
 		spec.Path = "/api" + tail

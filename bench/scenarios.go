@@ -116,6 +116,11 @@ type Scenario struct {
 	// with its gzip module (gzip_comp_level 5), HAProxy with its
 	// compression filter. Route "proxy", GET only.
 	Compress bool `yaml:"compress"`
+	// UpstreamDelay makes the upstream wait this long before answering
+	// (the request path carries "/delay/<ms>"), so every request stays in
+	// flight at the target that long: what a slow upstream costs a proxy,
+	// in memory per in-flight request and in errors. 0 to 10s.
+	UpstreamDelay Duration `yaml:"upstream_delay"`
 
 	// Tenants is the number of host-based tenants for route "tenants".
 	// Default 1000.
@@ -563,6 +568,13 @@ func (sc *Scenario) validate(v *validator, f string, earlier []Scenario) {
 	}
 	if sc.Gzip && sc.Method != "GET" {
 		v.errf(f+".gzip", "gzip applies to GET responses only, got method %q", sc.Method)
+	}
+	if sc.UpstreamDelay.D < 0 || sc.UpstreamDelay.D > 10*time.Second {
+		v.errf(f+".upstream_delay", "expected 0 to 10s, got %s", sc.UpstreamDelay.D)
+	} else if sc.UpstreamDelay.D > 0 && sc.Route == "lua_hello" {
+		v.errf(f+".upstream_delay", "applies to the proxied routes, got route lua_hello")
+	} else if sc.UpstreamDelay.D > 0 && sc.Timeout.D <= sc.UpstreamDelay.D {
+		v.errf(f+".upstream_delay", "must be below the request timeout (%s), got %s", sc.Timeout.D, sc.UpstreamDelay.D)
 	}
 	if sc.Route == "tenants" && (sc.Tenants < 1 || sc.Tenants > 10000) {
 		v.errf(f+".tenants", "expected 1..10000, got %d", sc.Tenants)

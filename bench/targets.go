@@ -233,11 +233,6 @@ defaults
     timeout http-keep-alive 75s
     http-reuse always
     option forwardfor
-{{- if .Compress}}
-    filter compression
-    compression algo gzip
-    compression type application/json
-{{- end}}
 
 frontend fe
     bind {{.Listen}} backlog 4096
@@ -245,6 +240,12 @@ frontend fe
     unique-id-format %[uuid()]
     unique-id-header X-Request-ID
     http-request set-header X-Forwarded-Proto http
+{{- if .Compress}}
+    # A filter may not stand in a defaults section (HAProxy 2.6).
+    filter compression
+    compression algo gzip
+    compression type application/json
+{{- end}}
     use_backend be_hello if { path /lua/hello }
     use_backend be_mw if { path_beg /mw/ }
     use_backend be_api if { path_beg /api/ }

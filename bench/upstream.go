@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -28,6 +29,9 @@ import (
 //	              compress themselves)
 //	.../echo      the number of request body bytes received, in decimal
 //	.../health    "ok"
+//
+// A "/delay/MS" segment anywhere before those makes the answer wait MS
+// milliseconds (at most 10s): a slow upstream.
 //
 // When the request carries X-Bench (set by the Lua middleware under test),
 // the answer carries X-Bench-Seen with its value, so the load generator can
@@ -74,12 +78,27 @@ var (
 	suffixPlain  = []byte("/plain/")
 	suffixEcho   = []byte("/echo")
 	suffixHealth = []byte("/health")
+	segDelay     = []byte("/delay/")
 	headerBench  = []byte("X-Bench")
 )
 
 // ServeHTTP is the fasthttp handler.
 func (h *upstreamHandler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
+	if i := bytes.Index(path, segDelay); i >= 0 {
+		ms := path[i+len(segDelay):]
+		if j := bytes.IndexByte(ms, '/'); j >= 0 {
+			ms = ms[:j]
+		}
+		n, err := strconv.Atoi(string(ms))
+		if err != nil || n < 0 || n > 10000 {
+			ctx.Error("bad delay", fasthttp.StatusBadRequest)
+			return
+		}
+		// One sleeping goroutine per request: the upstream's server
+		// has no concurrency limit that could make it the bottleneck.
+		time.Sleep(time.Duration(n) * time.Millisecond)
+	}
 	if v := ctx.Request.Header.PeekBytes(headerBench); len(v) > 0 {
 		ctx.Response.Header.SetBytesV("X-Bench-Seen", v)
 	}

@@ -233,11 +233,27 @@ type Lua struct {
 	// Default GOMAXPROCS.
 	PoolSize int `yaml:"pool_size"`
 
-	// MaxVMs caps the VMs of one script when every pooled VM is busy (for
-	// example waiting on an upstream inside a proxied route); a request
-	// beyond it waits for a VM until its deadline. Default 4*PoolSize,
-	// at least 64.
+	// MaxVMs caps the VMs of one script. A request holds a VM only
+	// while its Lua runs, not while it waits on an upstream, so a few
+	// VMs serve many in-flight requests; more are created when every VM
+	// is running Lua at once. Default 4*PoolSize, at least 64.
 	MaxVMs int `yaml:"max_vms"`
+
+	// MaxMemory is the memory budget of one script's VMs and request
+	// threads (estimated at 128KiB per VM and 16KiB per in-flight
+	// request), which bounds its in-flight requests. Default 512MiB:
+	// about 32,000 in-flight requests.
+	MaxMemory Size `yaml:"max_memory"`
+
+	// VMWait bounds how long a request queues for a VM or for room in
+	// the memory budget; past it the client gets 503 with Retry-After.
+	// Not counted against MaxExecution. Default 1s.
+	VMWait Duration `yaml:"vm_wait"`
+
+	// IdleVMTTL is how long a VM or request thread above PoolSize,
+	// created under a burst, stays idle before it is released.
+	// Default 30s.
+	IdleVMTTL Duration `yaml:"idle_vm_ttl"`
 
 	// MaxExecution bounds the Lua run time of one request (time spent
 	// waiting on upstreams and sub-requests is not counted against it

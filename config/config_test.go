@@ -122,6 +122,9 @@ tenants:
 		{"lua.call_stack_size is 200", c.Lua.CallStackSize, 200},
 		{"lua.registry_max_size is 262144", c.Lua.RegistryMaxSize, 262144},
 		{"lua.max_string_size is 16MiB", c.Lua.MaxStringSize, 16 * config.MiB},
+		{"lua.max_memory is 512MiB", c.Lua.MaxMemory, 512 * config.MiB},
+		{"lua.vm_wait is 1s", c.Lua.VMWait.D(), time.Second},
+		{"lua.idle_vm_ttl is 30s", c.Lua.IdleVMTTL.D(), 30 * time.Second},
 		{"tenant strip_prefix is false", tn.StripPrefix, false},
 		{"tenant preserve_host is true", tn.PreserveHost, true},
 		{"tenant balancer is round_robin", tn.Balancer, "round_robin"},
@@ -510,6 +513,10 @@ func TestErrors(t *testing.T) {
 			`x.yaml:3:20: lua.call_stack_size: expected at least 1, got 0`,
 			`x.yaml:4:22: lua.registry_max_size: expected at least 1, got 0`,
 			`x.yaml:5:20: lua.max_string_size: expected a size greater than 0, got 0B`}},
+		{"bad Lua concurrency limits", "lua:\n  max_memory: 512KiB\n  vm_wait: 0s\n  idle_vm_ttl: -1s\n" + okTenant, []string{
+			`x.yaml:2:15: lua.max_memory: expected at least 1MiB, got 512KiB`,
+			`x.yaml:3:12: lua.vm_wait: expected a duration greater than 0, got 0s`,
+			`x.yaml:4:16: lua.idle_vm_ttl: expected a duration greater than 0, got -1s`}},
 
 		// tenants.
 		{"no tenants", "server: {}\n", []string{

@@ -66,6 +66,9 @@ func defaultConfig() Config {
 			RegistryMaxSize:  262144,
 			MaxStringSize:    16 * MiB,
 			MaxScriptSize:    1 * MiB,
+			MaxMemory:        512 * MiB,
+			VMWait:           Duration(time.Second),
+			IdleVMTTL:        Duration(30 * time.Second),
 			MaxRuntimeRoutes: 1000,
 		},
 	}

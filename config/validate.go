@@ -239,6 +239,11 @@ func validateLua(l *Lua, d *decoder) {
 	positiveSize(d, "lua.max_string_size", l.MaxStringSize)
 	positiveSize(d, "lua.max_script_size", l.MaxScriptSize)
 	between(d, "lua.max_runtime_routes", l.MaxRuntimeRoutes, 1, 1_000_000)
+	if l.MaxMemory < MiB {
+		d.errorAt("lua.max_memory", "expected at least 1MiB, got %s", l.MaxMemory)
+	}
+	positive(d, "lua.vm_wait", l.VMWait)
+	positive(d, "lua.idle_vm_ttl", l.IdleVMTTL)
 }
 
 // tenantNameRE is the syntax of a tenant name: it appears in logs, metrics

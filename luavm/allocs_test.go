@@ -14,8 +14,8 @@ func TestAllocsPoolGetPut(t *testing.T) {
 	e := newEnv(t)
 	s := e.load(t, testConfig(&logBuffer{}), scriptFS(helloScript), "main.lua", Options{})
 	n := testing.AllocsPerRun(1000, func() {
-		v, _ := s.acquire()
-		s.release(v, true)
+		t, v, _ := s.acquire()
+		s.release(t, v)
 	})
 	if n != 0 {
 		t.Errorf("pool get/put: %v allocs, want 0", n)

@@ -121,28 +121,29 @@ func BenchmarkProxyNoLua(b *testing.B) {
 	}
 }
 
-// BenchmarkPoolGetPut bounds taking a warm VM and handing it back: 0 allocs.
+// BenchmarkPoolGetPut bounds taking a warm thread and VM and handing
+// them back: 0 allocs.
 func BenchmarkPoolGetPut(b *testing.B) {
 	s := benchScript(b, helloScript)
 	b.ReportAllocs()
 	for b.Loop() {
-		v, _ := s.acquire()
-		s.release(v, true)
+		t, v, _ := s.acquire()
+		s.release(t, v)
 	}
 }
 
-// BenchmarkPoolGetPutParallel shows the channel pool under contention.
+// BenchmarkPoolGetPutParallel shows the pool under contention.
 func BenchmarkPoolGetPutParallel(b *testing.B) {
 	s := benchScript(b, helloScript)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			v, err := s.acquire()
+			t, v, err := s.acquire()
 			if err != nil {
 				b.Error(err)
 				return
 			}
-			s.release(v, true)
+			s.release(t, v)
 		}
 	})
 }

@@ -31,7 +31,8 @@ const (
 // httpDo implements keystone.http.Get(url, opts), Post(url, opts) and
 // Do(method, url, opts); opts = {headers = {...}, body = "...", timeout =
 // seconds}. It returns {status =, headers =, body =} or nil, err. The Lua
-// clock is paused while the request is in flight; timeout bounds it.
+// clock is paused and the VM lent to other requests while the request is
+// in flight; timeout bounds it.
 func (v *vm) httpDo(L *lua.LState, method string, n int) int {
 	if method == "" {
 		method = strings.ToUpper(L.CheckString(n))
@@ -84,11 +85,14 @@ func (v *vm) httpDo(L *lua.LState, method string, n int) int {
 		}
 	}
 
-	if !v.dl.pause() {
+	// Parked: other requests run Lua on this VM during the wait, which
+	// is not charged to this one's budget. Only locals are used until
+	// unpark.
+	th, ok := v.park()
+	if !ok {
 		L.RaiseError("%s", errTimeoutText)
 	}
-	err := v.s.http.DoTimeout(req, resp, timeout)
-	v.dl.resume()
+	err := doParked(th, v.s.http, req, resp, timeout)
 	if err != nil {
 		L.Push(lua.LNil)
 		L.Push(lua.LString("keystone.http: " + err.Error()))
@@ -121,4 +125,11 @@ func hasUserinfo(url string) bool {
 		rest = rest[:i]
 	}
 	return strings.Contains(rest, "@")
+}
+
+// doParked runs the request of a parked thread and takes its VM back even
+// if the client panics.
+func doParked(t *thread, c *fasthttp.Client, req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
+	defer t.unpark()
+	return c.DoTimeout(req, resp, timeout)
 }

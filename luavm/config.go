@@ -17,12 +17,31 @@ type Config struct {
 	// Load. If zero, GOMAXPROCS.
 	PoolSize int
 
-	// MaxVMs caps the VMs of one script. When every VM is busy (for
-	// example blocked inside keystone.Proxy waiting on an upstream),
-	// another is created up to MaxVMs and then stays pooled; a request
-	// beyond it waits up to MaxExecution for a VM, then gets 503.
-	// If zero, max(4*PoolSize, 64).
+	// MaxVMs caps the VMs of one script. A VM is held only while Lua
+	// runs: a request waiting on the network (keystone.Proxy,
+	// keystone.http, the Fallback) lends it to others. When every VM is
+	// running Lua another is created, up to MaxVMs and the memory budget;
+	// past them a request queues for up to VMWait. If zero,
+	// max(4*PoolSize, 64).
 	MaxVMs int
+
+	// MaxMemory is the memory budget of one script's VMs and request
+	// threads, which bounds its in-flight requests: each VM is charged
+	// 128 KiB and each in-flight (or idle pooled) request thread 16 KiB,
+	// the figures TestMemoryEstimates measures. PoolSize VMs always fit.
+	// A request finding the budget spent queues for up to VMWait. If
+	// zero, 512 MiB: 32,000 in-flight requests.
+	MaxMemory int64
+
+	// VMWait bounds how long a request queues for a thread and a VM when
+	// the budget or MaxVMs is reached; past it the request gets 503 with
+	// Retry-After. The wait is not charged to MaxExecution. If zero, 1s.
+	VMWait time.Duration
+
+	// IdleVMTTL is how long a VM or thread above PoolSize, created under
+	// a burst, stays idle before it is closed, so memory returns after
+	// the burst. If zero, 30s.
+	IdleVMTTL time.Duration
 
 	// MaxExecution bounds the Lua run time of one request. Time spent in
 	// Go calls that wait on the network (keystone.Proxy handlers,
@@ -62,12 +81,16 @@ const (
 	defaultRegistryMaxSize = 262144
 	defaultMaxStringSize   = 16 << 20
 	defaultMaxScriptSize   = 1 << 20
+	defaultMaxMemory       = 512 << 20
+	defaultVMWait          = time.Second
+	defaultIdleVMTTL       = 30 * time.Second
 	minDefaultMaxVMs       = 64
 
-	// initialRegistrySize is where each VM's registry starts; it grows
-	// in registryGrowStep slots up to RegistryMaxSize. Small, because
-	// MaxVMs VMs per script may exist and most handlers need far less.
-	initialRegistrySize = 1024
+	// initialRegistrySize is where the value stack (registry) of each
+	// VM and thread starts; it grows in registryGrowStep slots up to
+	// RegistryMaxSize. Small, because every in-flight request holds a
+	// thread and most handlers need far less: 1,024 slots were 16 KiB.
+	initialRegistrySize = 128
 	registryGrowStep    = 256
 
 	// buildBudget bounds running a script's main chunk and composing its
@@ -88,6 +111,8 @@ func (c Config) withDefaults() (Config, error) {
 		{"CallStackSize", int64(c.CallStackSize)}, {"RegistryMaxSize", int64(c.RegistryMaxSize)},
 		{"MaxStringSize", int64(c.MaxStringSize)}, {"MaxScriptSize", int64(c.MaxScriptSize)},
 		{"MaxRuntimeRoutes", int64(c.MaxRuntimeRoutes)},
+		{"MaxMemory", c.MaxMemory},
+		{"VMWait", int64(c.VMWait)}, {"IdleVMTTL", int64(c.IdleVMTTL)},
 	} {
 		if f.value < 0 {
 			return c, fmt.Errorf("luavm: Config.%s is negative (%d)", f.name, f.value)
@@ -119,6 +144,18 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxRuntimeRoutes == 0 {
 		c.MaxRuntimeRoutes = defaultMaxRuntimeRoutes
+	}
+	if c.MaxMemory == 0 {
+		c.MaxMemory = defaultMaxMemory
+	}
+	if need := int64(c.PoolSize)*vmCost + threadCost; c.MaxMemory < need {
+		return c, fmt.Errorf("luavm: MaxMemory (%d) is below PoolSize VMs and one request thread (%d bytes)", c.MaxMemory, need)
+	}
+	if c.VMWait == 0 {
+		c.VMWait = defaultVMWait
+	}
+	if c.IdleVMTTL == 0 {
+		c.IdleVMTTL = defaultIdleVMTTL
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -31,8 +31,15 @@ type deadline struct {
 	// CompareAndSwap makes a second firing harmless.
 	expired atomic.Bool
 
+	// lag0 is the scheduler lag (sched) when the running budget started,
+	// extended the time added to it for lag since, maxExtend the most
+	// that may be added. Written by arm and resume (VM goroutine, before
+	// the timer is reset) and by expire (timer goroutine); atomics, as
+	// the two meet only through the timer.
+	lag0, extended, maxExtend atomic.Int64
+
 	// Owned by the VM goroutine.
-	end       time.Duration // when the running budget ends, on the monotonic() clock
+	end       time.Duration // when the running budget ends, on the monotonic() clock, before extensions
 	remaining time.Duration // budget left while paused
 	paused    bool
 	fired     bool // a Stop returned false: the timer ran or is running
@@ -57,7 +64,20 @@ func newDeadline() *deadline {
 	return d
 }
 
+// expire runs when the budget's timer fires. If the scheduler kept
+// goroutines waiting since the budget started (sched), the script lost that
+// time to the host, not to its own work: the budget is extended by it, up
+// to lagMaxExtend budgets, and only a budget the script had in full ends
+// it.
 func (d *deadline) expire() {
+	if lag := sched.lag() - d.lag0.Load(); lag > 0 {
+		ext := d.extended.Load()
+		if grant := min(lag-ext, d.maxExtend.Load()-ext); grant > int64(lagNoise) {
+			d.extended.Add(grant)
+			d.timer.Reset(time.Duration(grant))
+			return
+		}
+	}
 	if d.expired.CompareAndSwap(false, true) {
 		close(d.done)
 	}
@@ -67,7 +87,15 @@ func (d *deadline) expire() {
 func (d *deadline) arm(budget time.Duration) {
 	d.end = monotonic() + budget
 	d.paused = false
+	d.startLag(budget)
 	d.timer.Reset(budget)
+}
+
+// startLag starts counting scheduler lag against a running budget.
+func (d *deadline) startLag(budget time.Duration) {
+	d.lag0.Store(sched.lag())
+	d.extended.Store(0)
+	d.maxExtend.Store(int64(lagMaxExtend * budget))
 }
 
 // disarm stops the budget. It reports whether the deadline did not fire:
@@ -96,7 +124,7 @@ func (d *deadline) pause() bool {
 		d.fired = true
 		return false
 	}
-	d.remaining = d.end - monotonic()
+	d.remaining = d.end + time.Duration(d.extended.Load()) - monotonic()
 	d.paused = true
 	return true
 }
@@ -108,6 +136,7 @@ func (d *deadline) resume() {
 	}
 	d.paused = false
 	d.end = monotonic() + d.remaining
+	d.startLag(max(d.remaining, 0))
 	// A non-positive duration fires at once: the budget was already spent.
 	d.timer.Reset(d.remaining)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -16,7 +17,8 @@ import (
 // matched handler and its middleware chain run in Lua, in a VM taken from
 // the pool. A script error answers 500 "script error", a script running
 // past MaxExecution 500 "script timeout", both through Host.WriteError
-// with one log line; no VM available before the deadline answers 503.
+// with one log line; no VM available within VMWait answers 503 with
+// Retry-After.
 func (s *Script) Handler(ctx *fasthttp.RequestCtx) {
 	s.requests.Add(1)
 	p := b2s(ctx.Path())
@@ -31,79 +33,251 @@ func (s *Script) Handler(ctx *fasthttp.RequestCtx) {
 	s.miss(ctx, p)
 }
 
-// serve runs handler index i in a pooled VM.
+// serve runs handler index i on a pooled thread and VM.
 func (s *Script) serve(ctx *fasthttp.RequestCtx, i int) {
-	v, err := s.acquire()
+	t, v, err := s.acquire()
 	if err != nil {
 		s.errors.Add(1)
 		s.log.Warn("no Lua VM available", slog.String("request_id", s.requestID(ctx)), slog.String("error", err.Error()))
 		ctx.Response.Reset()
 		s.host.WriteError(ctx, fasthttp.StatusServiceUnavailable, "script busy")
+		// After WriteError, which replaces the whole response. The
+		// queue was full for VMWait: a client may try again after as
+		// long (RFC 9110 section 10.2.3).
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, retryAfter(s.cfg.VMWait))
 		return
 	}
-	keep, err := v.call(ctx, v.handlers[i], s.cfg.MaxExecution)
-	s.release(v, keep)
+	s.pool.inflight.Add(1)
+	keepThread, keepVM, err := v.call(t, ctx, v.handlers[i], s.cfg.MaxExecution)
+	s.pool.inflight.Add(-1)
+	s.releaseVM(v, keepVM)
+	s.releaseThread(t, keepThread)
 	if err != nil {
 		s.fail(ctx, err)
 	}
 }
 
-// acquire takes an idle VM, creates one if the cap allows, or waits for
-// one up to MaxExecution. The fast path allocates nothing.
-func (s *Script) acquire() (*vm, error) {
-	if v := s.pool.tryGet(); v != nil {
-		return v, nil
-	}
-	return s.acquireSlow()
+// retryAfter is the Retry-After value for a wait of d: whole seconds,
+// rounded up, at least 1.
+func retryAfter(d time.Duration) string {
+	return strconv.Itoa(int(max(1, (d+time.Second-1)/time.Second)))
 }
 
-func (s *Script) acquireSlow() (*vm, error) {
-	var t *time.Timer
-	defer func() {
-		if t != nil {
-			t.Stop()
+// acquire takes a thread and locks a VM for a request: idle ones if there
+// are, new ones while the memory budget and MaxVMs allow, else it queues
+// for VMWait in all (not charged to MaxExecution: no Lua runs yet). The
+// fast path allocates nothing.
+func (s *Script) acquire() (*thread, *vm, error) {
+	var w waitState
+	defer w.done(s.pool)
+	t, create, _ := s.pool.getThread(false)
+	if t == nil {
+		var err error
+		if t, err = s.acquireThread(create, &w); err != nil {
+			return nil, nil, err
 		}
-	}()
+	}
+	v, create := s.pool.getVM()
+	if v == nil {
+		var err error
+		if v, err = s.acquireVM(create, &w); err != nil {
+			s.releaseThread(t, true)
+			return nil, nil, err
+		}
+	}
+	return t, v, nil
+}
+
+// waitState is one request's wait for a thread and a VM: one bound for
+// both, and the wait statistics.
+type waitState struct {
+	timer   *time.Timer
+	start   time.Duration
+	timeout bool
+}
+
+// wait blocks until ready fires or the request's VMWait has passed in all;
+// it reports false on timeout.
+func (w *waitState) begin(s *Script) <-chan time.Time {
+	if w.timer == nil {
+		w.start = monotonic()
+		w.timer = time.NewTimer(s.cfg.VMWait)
+	}
+	return w.timer.C
+}
+
+func (w *waitState) done(p *pool) {
+	if w.timer == nil {
+		return
+	}
+	w.timer.Stop()
+	p.waits.Add(1)
+	p.waitNanos.Add(int64(monotonic() - w.start))
+	if w.timeout {
+		p.waitTimeouts.Add(1)
+	}
+}
+
+func (s *Script) acquireThread(create bool, w *waitState) (*thread, error) {
 	for {
 		if s.closed.Load() {
+			if create {
+				s.pool.unreserveThread()
+			}
 			return nil, ErrClosed
 		}
-		if v := s.pool.tryGet(); v != nil {
-			return v, nil
+		if create {
+			return s.newThread(), nil
 		}
-		if s.pool.reserve() {
-			v, err := s.newVM()
-			if err != nil {
-				s.pool.unreserve()
-				return nil, err
+		var t *thread
+		var ch chan bool
+		if t, create, ch = s.pool.getThread(true); t != nil || create {
+			if t != nil {
+				return t, nil
 			}
-			return v, nil
-		}
-		if t == nil {
-			// Only when every VM is busy and the cap is reached.
-			t = time.NewTimer(s.cfg.MaxExecution)
+			continue
 		}
 		select {
-		case v := <-s.pool.idle:
-			return v, nil
-		case <-s.pool.freed:
-		case <-t.C:
+		case <-ch:
+		case <-w.begin(s):
+			if !s.pool.cancelThreadWait(ch) {
+				<-ch // woken as the timer fired: take the last chance below
+			}
+			if t, create, _ = s.pool.getThread(false); t != nil {
+				return t, nil
+			}
+			if create {
+				return s.newThread(), nil
+			}
+			w.timeout = true
 			return nil, ErrBusy
+		}
+		t, create, _ = s.pool.getThread(false)
+		if t != nil {
+			return t, nil
 		}
 	}
 }
 
-// release returns a VM to the pool, or drops it when it must not serve
-// again or the Script is closed.
-func (s *Script) release(v *vm, keep bool) {
-	if keep && !s.closed.Load() && s.pool.put(v) {
+func (s *Script) acquireVM(create bool, w *waitState) (*vm, error) {
+	for {
+		if s.closed.Load() {
+			if create {
+				s.pool.unreserveVM()
+			}
+			return nil, ErrClosed
+		}
+		if create {
+			return s.newLockedVM()
+		}
+		ch := s.pool.waitVM()
+		// Scan again after queueing: a VM unlocked in between told
+		// nobody.
+		v, create := s.pool.getVM()
+		if v != nil || create {
+			s.pool.cancelVMWait(ch)
+			if v != nil {
+				return v, nil
+			}
+			continue
+		}
+		select {
+		case <-ch:
+		case <-w.begin(s):
+			s.pool.cancelVMWait(ch)
+			if v, create = s.pool.getVM(); v != nil {
+				return v, nil
+			}
+			if create {
+				return s.newLockedVM()
+			}
+			w.timeout = true
+			return nil, ErrBusy
+		}
+		if v, create = s.pool.getVM(); v != nil {
+			return v, nil
+		}
+	}
+}
+
+// newLockedVM builds a VM for a reservation, locked by the caller.
+func (s *Script) newLockedVM() (*vm, error) {
+	v, err := s.newVM()
+	if err != nil {
+		s.pool.unreserveVM()
+		return nil, err
+	}
+	s.pool.addVM(v)
+	return v, nil
+}
+
+// release gives back a healthy thread and VM taken with acquire.
+func (s *Script) release(t *thread, v *vm) {
+	s.releaseVM(v, true)
+	s.releaseThread(t, true)
+}
+
+// releaseVM unlocks a VM, or drops it when it must not serve again.
+func (s *Script) releaseVM(v *vm, keep bool) {
+	closeIt := false
+	if keep {
+		closeIt = s.pool.unlock(v, false)
+	} else {
+		s.discarded.Add(1)
+		closeIt = s.pool.drop(v)
+	}
+	if closeIt {
+		v.close()
+	}
+}
+
+// releaseThread gives a thread back, or drops it after a timeout (its
+// deadline's channel is closed for good) or once the Script is closed.
+func (s *Script) releaseThread(t *thread, keep bool) {
+	if keep && s.pool.putThread(t) {
 		return
 	}
 	if !keep {
 		s.discarded.Add(1)
+		s.pool.unreserveThread()
 	}
-	v.close()
-	s.pool.unreserve()
+	t.close()
+}
+
+// reap runs while the pool holds VMs or threads above PoolSize, closing
+// those idle for IdleVMTTL; it is started by the pool when it grows and
+// returns when nothing above PoolSize is left or the Script closes.
+func (s *Script) reap() {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("Lua VM reaper panicked", slog.Any("panic", r))
+		}
+	}()
+	tick := time.NewTicker(reapEvery(s.cfg.IdleVMTTL))
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.pool.stop:
+			return
+		case <-tick.C:
+		}
+		if !s.trim() {
+			return
+		}
+	}
+}
+
+// trim closes the VMs and threads above PoolSize idle for IdleVMTTL. It
+// reports whether any above PoolSize remain.
+func (s *Script) trim() bool {
+	vms, threads, more := s.pool.trim()
+	for _, v := range vms {
+		v.close()
+	}
+	for _, t := range threads {
+		t.close()
+	}
+	return more
 }
 
 // fail answers a request whose script failed and logs one line with the

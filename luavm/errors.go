@@ -12,8 +12,9 @@ import (
 
 // Sentinel errors. Compare with errors.Is; they are wrapped with context.
 var (
-	// ErrBusy reports that every VM of a script stayed busy until the
-	// request's deadline and MaxVMs forbade creating another.
+	// ErrBusy reports that a request queued for Config.VMWait without
+	// getting a VM and a thread: every VM ran Lua and MaxVMs or MaxMemory
+	// forbade another, or MaxMemory held no more request threads.
 	ErrBusy = errors.New("luavm: no VM became free before the deadline")
 
 	// ErrClosed reports a VM requested from a closed Script.

@@ -135,11 +135,13 @@ return r`), "main.lua", Options{})
 func TestTableSortStopsAtTheDeadline(t *testing.T) {
 	e := newEnv(t)
 	s := e.load(t, testConfig(nil), scriptFS(helloScript), "main.lua", Options{})
-	v, err := s.acquire()
+	th, v, err := s.acquire()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.release(v, false)
+	// The VM's own deadline is left fired: drop the VM, keep the thread.
+	defer s.releaseThread(th, true)
+	defer s.releaseVM(v, false)
 	L := v.L
 	tbl := L.CreateTable(1_000_000, 0)
 	for i := range 1_000_000 {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,36 +66,41 @@ func TestProxyWaitIsNotLuaRunTime(t *testing.T) {
 	}
 }
 
-func TestPoolGrowsToMaxVMsThenAnswers503(t *testing.T) {
+// TestQueueBeyondBudgetAnswers503AfterVMWait: once the memory budget
+// holds no more request threads, a request queues for VMWait, not for
+// MaxExecution, then gets 503 with Retry-After; the wait is counted.
+func TestQueueBeyondBudgetAnswers503AfterVMWait(t *testing.T) {
 	e := newEnv(t)
 	cfg := testConfig(&logBuffer{})
 	cfg.PoolSize = 1
-	cfg.MaxVMs = 3
-	cfg.MaxExecution = 50 * time.Millisecond
+	cfg.MaxMemory = vmCost + 3*threadCost // one VM, three in-flight requests
+	cfg.MaxExecution = 10 * time.Millisecond
+	cfg.VMWait = 300 * time.Millisecond
 	host := &slowHost{testHost: e.host, release: make(chan struct{})}
 	s := loadTestdata(t, e, cfg, "slow.lua", Options{Host: host})
 	f := serveScript(t, s)
 
-	// Three requests hold every VM inside keystone.Proxy.
+	// Three requests wait inside keystone.Proxy, parked: they share the
+	// one VM, and hold the three threads the budget allows.
 	var wg sync.WaitGroup
 	results := make(chan result, 3)
 	for range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results <- f.do(t, "GET", "/slow-wrapped", nil, "")
-		}()
+		wg.Go(func() { results <- f.do(t, "GET", "/slow-wrapped", nil, "") })
 	}
-	waitFor(t, func() bool { return s.Stats().VMsLive == 3 && s.Stats().VMsIdle == 0 })
+	waitFor(t, func() bool { st := s.Stats(); return st.Inflight == 3 && st.VMsIdle == 1 })
 
-	// A fourth finds none, may not create one, and gives up at its deadline.
+	// A fourth finds no room, queues for VMWait (far beyond
+	// MaxExecution: the queue is not Lua run time), and gets 503.
 	start := time.Now()
 	r := f.do(t, "GET", "/slow-wrapped", map[string]string{"X-Request-ID": "r4"}, "")
 	if r.status != 503 || !strings.Contains(r.body, "script busy") || !strings.Contains(r.body, "r4") {
 		t.Errorf("fourth request: %d %q, want 503 script busy", r.status, r.body)
 	}
-	if d := time.Since(start); d < cfg.MaxExecution {
-		t.Errorf("fourth request answered after %v, before its deadline", d)
+	if r.headers["Retry-After"] != "1" {
+		t.Errorf("Retry-After = %q, want 1", r.headers["Retry-After"])
+	}
+	if d := time.Since(start); d < cfg.VMWait {
+		t.Errorf("fourth request answered after %v, before VMWait", d)
 	}
 
 	close(host.release)
@@ -106,9 +112,135 @@ func TestPoolGrowsToMaxVMsThenAnswers503(t *testing.T) {
 		}
 	}
 	st := s.Stats()
-	if st.VMsCreated != 3 || st.VMsIdle != 3 || st.Errors != 1 {
-		t.Errorf("stats %+v, want 3 VMs created, 3 idle, 1 error", st)
+	if st.VMsCreated != 1 || st.Threads != 3 || st.Errors != 1 || st.VMWaits != 1 || st.VMWaitTimeouts != 1 || st.VMWaitTime < cfg.VMWait {
+		t.Errorf("stats %+v, want 1 VM, 3 threads, 1 error, 1 wait of at least VMWait that timed out", st)
 	}
+}
+
+// TestParkedRequestsShareOneVM: with one VM allowed, many requests wait on
+// the network at once, each parked with its thread, and all succeed; a
+// middleware's Lua runs on both sides of the wait with its own request.
+func TestParkedRequestsShareOneVM(t *testing.T) {
+	const n = 40
+	e := newEnv(t)
+	cfg := testConfig(&logBuffer{})
+	cfg.PoolSize, cfg.MaxVMs = 1, 1
+	host := &slowHost{testHost: e.host, release: make(chan struct{})}
+	s := e.load(t, cfg, scriptFS(`
+local r = chi.NewRouter()
+r:Use(function(next)
+  return function(w, req)
+    local id = req:Header():Get("X-N")
+    next(w, req)
+    w:Header():Set("X-Echo-N", id .. ":" .. req:Header():Get("X-N"))
+  end
+end)
+r:Get("/", keystone.Proxy("slow"))
+return r
+`), "main.lua", Options{Host: host})
+	f := serveScript(t, s)
+	var wg sync.WaitGroup
+	bad := make(chan string, n)
+	for i := range n {
+		wg.Go(func() {
+			id := fmt.Sprint(i)
+			r := f.do(t, "GET", "/", map[string]string{"X-N": id}, "")
+			if r.status != 200 || r.body != "slow done" || r.headers["X-Echo-N"] != id+":"+id {
+				bad <- fmt.Sprintf("request %s: %d %q %q", id, r.status, r.body, r.headers["X-Echo-N"])
+			}
+		})
+	}
+	waitFor(t, func() bool { return s.Stats().Inflight == n })
+	if st := s.Stats(); st.VMsLive != 1 || st.Threads != n {
+		t.Errorf("with %d requests parked: %+v, want 1 VM and %d threads", n, st, n)
+	}
+	close(host.release)
+	wg.Wait()
+	close(bad)
+	for b := range bad {
+		t.Error(b)
+	}
+	// Requests arriving together may queue for the VM while another
+	// runs Lua: briefly, never until VMWait.
+	if st := s.Stats(); st.VMWaitTimeouts != 0 || st.Errors != 0 || st.VMsCreated != 1 {
+		t.Errorf("stats %+v, want no timeout, no error, one VM", st)
+	}
+}
+
+// TestIdleVMsAbovePoolSizeAreTrimmed drives the pool's clock: VMs and
+// threads a burst created above PoolSize go once idle for IdleVMTTL, the
+// PoolSize warm ones stay, and a VM in use is never trimmed.
+func TestIdleVMsAbovePoolSizeAreTrimmed(t *testing.T) {
+	e := newEnv(t)
+	cfg := testConfig(&logBuffer{})
+	cfg.PoolSize = 1
+	cfg.IdleVMTTL = time.Hour // the reaper's ticker never fires in this test
+	s := e.load(t, cfg, scriptFS(helloScript), "main.lua", Options{})
+	var now atomic.Int64
+	s.pool.mu.Lock()
+	s.pool.now = now.Load
+	s.pool.mu.Unlock()
+
+	// A burst: three requests at once, as a busy server would have.
+	var ts [3]*thread
+	var vs [3]*vm
+	for i := range ts {
+		var err error
+		if ts[i], vs[i], err = s.acquire(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range ts {
+		s.release(ts[i], vs[i])
+	}
+	if st := s.Stats(); st.VMsLive != 3 || st.Threads != 3 {
+		t.Fatalf("after the burst: %+v, want 3 VMs and 3 threads", st)
+	}
+	now.Add(int64(cfg.IdleVMTTL) - 1)
+	if s.trim(); s.Stats().VMsLive != 3 {
+		t.Fatalf("VMs trimmed before IdleVMTTL: %+v", s.Stats())
+	}
+	// One request keeps a VM and thread busy across the TTL: they are
+	// not idle, and count towards PoolSize; the other two of each go.
+	t1, v1, _ := s.acquire()
+	now.Add(1)
+	if more := s.trim(); more {
+		t.Error("trim reports more to watch with PoolSize left")
+	}
+	if st := s.Stats(); st.VMsLive != 1 || st.Threads != 1 || st.MemoryBytes != vmCost+threadCost {
+		t.Errorf("after IdleVMTTL with one VM busy: %+v, want PoolSize (1) VM and thread left", st)
+	}
+	s.release(t1, v1)
+	now.Add(int64(cfg.IdleVMTTL))
+	if s.trim(); s.Stats().VMsLive != 1 {
+		t.Errorf("the PoolSize VM was trimmed: %+v", s.Stats())
+	}
+	ctx := newCtx("GET", "/hello")
+	s.Handler(ctx)
+	if string(ctx.Response.Body()) != "Hello World" {
+		t.Errorf("after trimming: %q", ctx.Response.Body())
+	}
+}
+
+// TestReaperReturnsMemoryAfterBurst runs the real reaper with a short TTL:
+// the pool goes back to PoolSize on its own, with no request to trigger
+// it, and the reaper goroutine ends.
+func TestReaperReturnsMemoryAfterBurst(t *testing.T) {
+	e := newEnv(t)
+	cfg := testConfig(&logBuffer{})
+	cfg.PoolSize = 1
+	cfg.IdleVMTTL = 20 * time.Millisecond
+	s := e.load(t, cfg, scriptFS(helloScript), "main.lua", Options{})
+	t1, v1, _ := s.acquire()
+	t2, v2, _ := s.acquire()
+	s.release(t1, v1)
+	s.release(t2, v2)
+	waitFor(t, func() bool { st := s.Stats(); return st.VMsLive == 1 && st.Threads == 1 })
+	waitFor(t, func() bool {
+		s.pool.mu.Lock()
+		defer s.pool.mu.Unlock()
+		return !s.pool.reaping
+	})
 }
 
 func waitFor(t *testing.T, cond func() bool) {
@@ -208,7 +340,7 @@ func TestCloseReleasesVMs(t *testing.T) {
 	if st := s.Stats(); st.VMsIdle != 0 || st.VMsLive != 0 {
 		t.Errorf("after Close: %+v", st)
 	}
-	if _, err := s.acquire(); err != ErrClosed {
+	if _, _, err := s.acquire(); err != ErrClosed {
 		t.Errorf("acquire after Close: %v, want ErrClosed", err)
 	}
 }

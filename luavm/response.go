@@ -89,7 +89,7 @@ func respWrite(L *lua.LState) int {
 		L.RaiseError("w:Write(): body of %d bytes exceeds the %d-byte string limit", n, v.s.cfg.MaxStringSize)
 	}
 	ctx.Response.AppendBodyString(s)
-	v.wrote = true
+	v.cur.wrote = true
 	return 0
 }
 
@@ -139,6 +139,6 @@ func respBody(L *lua.LState) int {
 func respSetBody(L *lua.LState) int {
 	v, ctx := checkResponse(L)
 	ctx.Response.SetBodyString(L.CheckString(2))
-	v.wrote = true
+	v.cur.wrote = true
 	return 0
 }

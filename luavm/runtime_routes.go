@@ -122,12 +122,14 @@ func (s *Script) rebuildRuntime() *runtimeMux {
 // routes are not on the zero-allocation path). The script's middleware
 // does not wrap it.
 func (s *Script) serveRuntime(ctx *fasthttp.RequestCtx, r *runtimeRoute) {
-	v, err := s.acquire()
+	// As serve does for a static route.
+	t, v, err := s.acquire()
 	if err != nil {
 		s.errors.Add(1)
 		s.log.Warn("no Lua VM available", slog.String("request_id", s.requestID(ctx)), slog.String("error", err.Error()))
 		ctx.Response.Reset()
 		s.host.WriteError(ctx, fasthttp.StatusServiceUnavailable, "script busy")
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, retryAfter(s.cfg.VMWait))
 		return
 	}
 	fn := v.L.NewFunctionFromProto(r.proto)
@@ -136,8 +138,11 @@ func (s *Script) serveRuntime(ctx *fasthttp.RequestCtx, r *runtimeRoute) {
 		uv.SetValue(val)
 		fn.Upvalues[i] = uv
 	}
-	keep, err := v.call(ctx, fn, s.cfg.MaxExecution)
-	s.release(v, keep)
+	s.pool.inflight.Add(1)
+	keepThread, keepVM, err := v.call(t, ctx, fn, s.cfg.MaxExecution)
+	s.pool.inflight.Add(-1)
+	s.releaseVM(v, keepVM)
+	s.releaseThread(t, keepThread)
 	if err != nil {
 		s.fail(ctx, err)
 	}

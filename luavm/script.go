@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/fasthttp/router"
 	"github.com/valyala/fasthttp"
@@ -80,13 +81,30 @@ type Stats struct {
 	VMsIdle int
 	// VMsLive is the number of VMs in existence, idle or serving.
 	VMsLive int
-	// VMsDiscarded counts VMs dropped after a timeout or a Go panic.
+	// VMsDiscarded counts Lua states dropped: a request's thread after a
+	// timeout, its thread and VM after a Go panic.
 	VMsDiscarded uint64
 	// Requests counts Handler calls.
 	Requests uint64
 	// Errors counts requests answered with a script error, a script
 	// timeout or 503 for want of a VM.
 	Errors uint64
+
+	// Inflight is the number of requests being served, running Lua or
+	// parked on the network.
+	Inflight int
+	// Threads is the number of request threads in existence, serving
+	// or pooled.
+	Threads int
+	// MemoryBytes is the memory budget in use: VMs and threads at the
+	// estimates Config.MaxMemory names.
+	MemoryBytes int64
+	// VMWaits counts requests that queued for a thread or a VM;
+	// VMWaitTime is their total time queued; VMWaitTimeouts how many
+	// of them gave up after Config.VMWait (answered 503).
+	VMWaits        uint64
+	VMWaitTime     time.Duration
+	VMWaitTimeouts uint64
 }
 
 // Load compiles name from fsys and loads it: see LoadProgram.
@@ -131,11 +149,12 @@ func LoadProgram(cfg Config, prog *Program, opts Options) (*Script, error) {
 		http:        opts.HTTPClient,
 		reqIDHeader: opts.RequestIDHeader,
 		prefix:      prefix,
-		pool:        newPool(cfg.MaxVMs),
+		pool:        newPool(cfg),
 		loading:     true,
 		proxies:     map[string]fasthttp.RequestHandler{},
 		modules:     map[string]compiledModule{},
 	}
+	s.pool.reap = s.reap
 	if s.store == nil {
 		s.store = NewMemoryStore()
 	}
@@ -160,6 +179,7 @@ func LoadProgram(cfg Config, prog *Program, opts Options) (*Script, error) {
 	}
 	s.loading = false
 	s.adopt(v)
+	sched.acquire() // released by Close
 	for s.created.Load() < uint64(cfg.PoolSize) {
 		v, _, errs := s.buildVM(false)
 		if errs != nil {
@@ -171,11 +191,10 @@ func LoadProgram(cfg Config, prog *Program, opts Options) (*Script, error) {
 	return s, nil
 }
 
-// adopt pools a VM built at load.
+// adopt pools a VM built at load, with a request thread to go with it.
 func (s *Script) adopt(v *vm) {
-	s.pool.reserve()
+	s.pool.adopt(v, s.newThread())
 	s.created.Add(1)
-	s.pool.put(v)
 }
 
 // buildVM creates a VM, runs the script in it, flattens its routers and
@@ -223,14 +242,14 @@ func (s *Script) newVM() (*vm, error) {
 
 // Stats returns the Script's counters.
 func (s *Script) Stats() Stats {
-	return Stats{
+	st := Stats{
 		VMsCreated:   s.created.Load(),
-		VMsIdle:      len(s.pool.idle),
-		VMsLive:      int(s.pool.live.Load()),
 		VMsDiscarded: s.discarded.Load(),
 		Requests:     s.requests.Load(),
 		Errors:       s.errors.Load(),
 	}
+	s.pool.stats(&st)
+	return st
 }
 
 // Close releases the pooled VMs. Handler must not be called after Close; a
@@ -240,13 +259,12 @@ func (s *Script) Close() {
 	if s.closed.Swap(true) {
 		return
 	}
-	for {
-		select {
-		case v := <-s.pool.idle:
-			v.close()
-			s.pool.unreserve()
-		default:
-			return
-		}
+	sched.release()
+	vms, threads := s.pool.drain()
+	for _, v := range vms {
+		v.close()
+	}
+	for _, t := range threads {
+		t.close()
 	}
 }

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -16,13 +19,20 @@ import (
 // middleware chain composed (once, at creation), and the req, w and header
 // userdata that are rebound to each request instead of allocated.
 //
-// A vm belongs to the goroutine that took it from the pool until it is put
-// back or closed; nothing in it is safe for concurrent use. The timer
-// goroutine of its deadline only closes the deadline's channel.
+// A vm is locked by the goroutine that took it from the pool until it
+// parks, unlocks or closes it; nothing in it is safe for concurrent use.
+// Lua runs on the request's thread, pointed at the VM's globals; the
+// fields ctx, reqCtx, cur and dl describe the request whose Lua runs now,
+// and are rebound when a parked request takes the VM back (see pool).
+// The timer goroutine of a deadline only closes the deadline's channel.
 type vm struct {
-	s  *Script
-	L  *lua.LState
-	dl *deadline
+	s *Script
+	L *lua.LState // runs the main chunk and composes; requests run on threads
+
+	// dl is the deadline of the Lua running now: the request thread's,
+	// or own (the main LState's, which bounds building the VM) between
+	// requests.
+	dl, own *deadline
 
 	// ctx is the request being served; nil between requests, so a binding
 	// used outside a request fails instead of touching a recycled ctx.
@@ -30,6 +40,21 @@ type vm struct {
 	// reqCtx is req.Context: created on first use in a request, dropped
 	// when it ends.
 	reqCtx *lua.LTable
+	// cur is the thread of the request running now.
+	cur *thread
+
+	// mu is held while Lua runs on the VM (see pool). running mirrors
+	// it for Stats. parked counts requests waiting on the network whose
+	// Lua frames live in this VM (changed by its lock holder, read by
+	// the reaper). dropped marks a VM out of service: a new request that
+	// locks it lets go at once. closed is set, under mu, by whoever is to
+	// close it. lastUsed is when it last ran Lua, on the pool's clock.
+	mu       sync.Mutex
+	running  atomic.Bool
+	parked   atomic.Int32
+	dropped  atomic.Bool
+	closed   bool
+	lastUsed atomic.Int64
 
 	req, w, reqHeader, respHeader, reqURL *lua.LUserData
 	reqMethods                            *lua.LTable
@@ -53,22 +78,11 @@ type vm struct {
 	fallbackFn   *lua.LFunction
 	notAllowedFn *lua.LFunction
 
-	// hdrBuf and hdrEnds hold the response headers saved around a native
-	// handler: keys and values back to back, hdrEnds their end offsets;
-	// hdrRestore marks the pairs the handler's answer lacks.
-	hdrBuf     []byte
-	hdrEnds    []int
-	hdrRestore []bool
-
-	// wrote is set when the script wrote the response body itself
-	// (w:Write, w:SetBody) and cleared when a native handler (a proxy)
-	// replaced the response: only a body the script wrote gets a default
-	// Content-Type.
-	wrote bool
 	// sniffHead and sniffType memoise the last defaultContentType: the
 	// first 512 bytes of a body and the type sniffed from them. A handler
 	// writing the same text each time (most do) sniffs it once per VM:
-	// http.DetectContentType took ~1µs, a Hello World request 2µs.
+	// http.DetectContentType took ~1µs, a Hello World request 2µs. Used
+	// only by the VM's lock holder.
 	sniffHead []byte
 	sniffType string
 
@@ -87,27 +101,87 @@ type buildState struct {
 // every bad pattern or target at once, as `keystone check` wants.
 func (b *buildState) record(e *Error) { b.errs = append(b.errs, e) }
 
+// thread is the per-request part of running Lua: a value stack, a call
+// stack and a deadline, pointed at a VM's globals while it serves. Threads
+// are pooled per script and hop between the script's VMs; one belongs to
+// one request at a time.
+type thread struct {
+	L    *lua.LState
+	dl   *deadline
+	g0   *lua.Global
+	env0 *lua.LTable
+
+	// The request's state while its VM is lent to others (parked).
+	ctx    *fasthttp.RequestCtx
+	reqCtx *lua.LTable
+	vm     *vm
+
+	// hdrBuf and hdrEnds hold the response headers saved around a native
+	// handler: keys and values back to back, hdrEnds their end offsets;
+	// hdrRestore marks the pairs the handler's answer lacks.
+	hdrBuf     []byte
+	hdrEnds    []int
+	hdrRestore []bool
+
+	// wrote is set when the script wrote the response body itself
+	// (w:Write, w:SetBody) and cleared when a native handler (a proxy)
+	// replaced the response: only a body the script wrote gets a default
+	// Content-Type. Per request, so a thread's: another request may run
+	// on the VM while this one is parked.
+	wrote bool
+
+	idleSince int64 // when it was last given back, on the pool's clock
+}
+
+// luaOptions are the LState options of VMs and threads. The value stack
+// (registry) starts small and grows in registryGrowStep slots up to
+// RegistryMaxSize; the call stack grows in segments up to CallStackSize
+// instead of being allocated whole (MinimizeStackMemory): 28 KiB of the
+// 43 KiB a bare LState cost at the earlier fixed 200 frames and 1,024
+// slots (TestMemoryEstimates).
+func (s *Script) luaOptions() lua.Options {
+	return lua.Options{
+		SkipOpenLibs:        true,
+		CallStackSize:       s.cfg.CallStackSize,
+		RegistrySize:        min(initialRegistrySize, s.cfg.RegistryMaxSize),
+		RegistryMaxSize:     s.cfg.RegistryMaxSize,
+		RegistryGrowStep:    registryGrowStep,
+		MinimizeStackMemory: true,
+	}
+}
+
+// newThread creates a thread. Its LState's own (empty) globals are never
+// used by Lua: call points it at a VM's, and back between requests so an
+// idle thread keeps no VM alive (and LState.Close finds a Global).
+func (s *Script) newThread() *thread {
+	t := &thread{L: lua.NewState(s.luaOptions()), dl: newDeadline()}
+	t.L.SetContext(t.dl)
+	t.g0, t.env0 = t.L.G, t.L.Env
+	return t
+}
+
+func (t *thread) close() {
+	t.dl.stop()
+	t.L.Close()
+}
+
 // newState creates a sandboxed LState with the script's limits and the
 // keystone bindings installed. It does not run the script.
 func (s *Script) newState() *vm {
-	L := lua.NewState(lua.Options{
-		SkipOpenLibs:     true,
-		CallStackSize:    s.cfg.CallStackSize,
-		RegistrySize:     min(initialRegistrySize, s.cfg.RegistryMaxSize),
-		RegistryMaxSize:  s.cfg.RegistryMaxSize,
-		RegistryGrowStep: registryGrowStep,
-	})
+	L := lua.NewState(s.luaOptions())
+	own := newDeadline()
 	v := &vm{
 		s:        s,
 		L:        L,
-		dl:       newDeadline(),
+		own:      own,
+		dl:       own,
 		natives:  make(map[*lua.LFunction]fasthttp.RequestHandler),
 		proxyFns: make(map[string]*lua.LFunction),
 		modules:  make(map[string]lua.LValue),
 		loading:  make(map[string]bool),
 	}
 	// Once per VM: the context never changes, only its timer is re-armed.
-	L.SetContext(v.dl)
+	L.SetContext(own)
 	v.openSandbox()
 	v.openJSON()
 	v.openKeystone()
@@ -152,6 +226,9 @@ func (v *vm) loadError(err error, where pos) *Error {
 	msg := err.Error()
 	var aerr *lua.ApiError
 	if errors.As(err, &aerr) {
+		if ov := callStackOverflow(aerr); ov != nil {
+			aerr = ov
+		}
 		msg = aerr.Object.String()
 	}
 	e := errorAt(where, msg)
@@ -161,36 +238,106 @@ func (v *vm) loadError(err error, where pos) *Error {
 	return e
 }
 
-// call runs fn(w, req) for the request in ctx under a budget of Lua run
-// time. keep reports whether the VM may serve another request: false after
-// the deadline fired (its Done channel is closed for good) or after a Go
-// panic (state unknown). A plain Lua error keeps the VM: PCall unwinds the
-// Lua stack completely, and dropping the VM would let any client that can
-// make a script raise an error force a VM rebuild per request.
-func (v *vm) call(ctx *fasthttp.RequestCtx, fn lua.LValue, budget time.Duration) (keep bool, err error) {
-	L := v.L
-	v.ctx = ctx
+// call runs fn(w, req) for the request in ctx on thread t, under a budget
+// of Lua run time; v is locked by the caller, and is again when call
+// returns (parks in between give it back and take it back). keepThread
+// reports whether t may serve another request: false after the deadline
+// fired (its Done channel is closed for good). keepVM is false after a Go
+// panic (state unknown). A plain Lua error keeps both: PCall unwinds the
+// Lua stack completely, and dropping them would let any client that can
+// make a script raise an error force a rebuild per request.
+func (v *vm) call(t *thread, ctx *fasthttp.RequestCtx, fn lua.LValue, budget time.Duration) (keepThread, keepVM bool, err error) {
+	L := t.L
+	L.G, L.Env = v.L.G, v.L.Env
+	t.ctx, t.vm = ctx, v
+	v.bind(t)
 	L.Push(fn)
 	L.Push(v.w)
 	L.Push(v.req)
-	v.dl.arm(budget)
-	v.wrote = false
+	t.dl.arm(budget)
+	t.wrote = false
 	err = L.PCall(2, 0, nil)
-	intime := v.dl.disarm()
-	if v.wrote && err == nil {
+	keepThread = t.dl.disarm()
+	keepVM = true
+	if t.wrote && err == nil {
 		v.defaultContentType(ctx)
 	}
-	v.ctx = nil
-	v.reqCtx = nil
+	v.unbind()
 	L.SetTop(0)
-	keep = intime
+	L.G, L.Env = t.g0, t.env0
+	t.ctx, t.reqCtx, t.vm = nil, nil, nil
 	if err != nil {
 		var aerr *lua.ApiError
 		if errors.As(err, &aerr) && aerr.Type == lua.ApiErrorPanic {
-			keep = false
+			if ov := callStackOverflow(aerr); ov != nil {
+				return keepThread, keepVM, ov
+			}
+			keepThread, keepVM = false, false
 		}
 	}
-	return keep, err
+	return keepThread, keepVM, err
+}
+
+// callStackOverflow turns gopher-lua's "lua callstack overflow" panic
+// into the "stack overflow" Lua error it means, positioned at the
+// innermost Lua frame of the traceback, or returns nil for any other
+// panic. With MinimizeStackMemory gopher-lua (v1.1.2) panics instead of
+// raising: its segmented call stack's IsFull never reports full, so Push
+// panics, before it changes anything, and PCall restores the stacks. The
+// state is as after a Lua error, so the VM and thread are kept.
+func callStackOverflow(aerr *lua.ApiError) *lua.ApiError {
+	if aerr.Object == nil || aerr.Object.String() != "lua callstack overflow" {
+		return nil
+	}
+	where := ""
+	for _, line := range strings.Split(aerr.StackTrace, "\n") {
+		line = strings.TrimSpace(line)
+		if i := strings.Index(line, ": in "); i > 0 && !strings.HasPrefix(line, "[G]") {
+			where = line[:i] + ": "
+			break
+		}
+	}
+	return &lua.ApiError{Type: lua.ApiErrorRun, Object: lua.LString(where + "stack overflow"), StackTrace: aerr.StackTrace}
+}
+
+// bind makes t's request the one v's bindings (req, w, req.Context, the
+// deadline builtins poll) refer to.
+func (v *vm) bind(t *thread) {
+	v.cur, v.ctx, v.reqCtx, v.dl = t, t.ctx, t.reqCtx, t.dl
+}
+
+// unbind leaves v between requests.
+func (v *vm) unbind() {
+	v.cur, v.ctx, v.reqCtx, v.dl = nil, nil, nil, v.own
+}
+
+// park gives v to other requests while the current one waits on the
+// network: its Lua clock stops and its req.Context is kept on its thread.
+// It reports false, without parking, if the deadline already fired; the
+// caller then raises the timeout instead of starting the wait. Between
+// park and unpark the caller must touch nothing of v: other requests run
+// Lua on it.
+func (v *vm) park() (*thread, bool) {
+	t := v.cur
+	if !t.dl.pause() {
+		return t, false
+	}
+	t.reqCtx = v.reqCtx
+	v.unbind()
+	if v.s.pool.unlock(v, true) {
+		// unlock never closes a VM the caller is parked on.
+		panic("luavm: parked VM released")
+	}
+	return t, true
+}
+
+// unpark takes back the VM t's request parked, waiting for the Lua
+// running on it now (not charged to t's budget), and restarts t's clock.
+func (t *thread) unpark() {
+	v := t.vm
+	v.s.pool.lockThis(v)
+	v.bind(t)
+	t.dl.resume()
 }
 
 // compose applies chain (outermost first) to h the way chi's Chain does:
@@ -229,14 +376,17 @@ func funcPos(fn lua.LValue) string {
 func (v *vm) newNative(h fasthttp.RequestHandler) *lua.LFunction {
 	fn := v.L.NewFunction(func(L *lua.LState) int {
 		ctx := v.requestCtx(L)
-		if !v.dl.pause() {
+		t, ok := v.park()
+		if !ok {
 			L.RaiseError("%s", errTimeoutText)
 		}
-		v.keepHeaders(ctx)
+		t.keepHeaders(ctx)
+		// Deferred so that a panicking handler still takes the VM
+		// back before PCall recovers the panic on this goroutine.
+		defer t.unpark()
 		h(ctx)
-		v.wrote = false
-		v.restoreHeaders(ctx)
-		v.dl.resume()
+		t.wrote = false
+		t.restoreHeaders(ctx)
 		return 0
 	})
 	v.natives[fn] = h
@@ -249,8 +399,8 @@ func (v *vm) newNative(h fasthttp.RequestHandler) *lua.LFunction {
 // so a middleware's w:Header():Set before next(w, req) survives
 // keystone.Proxy as it survives net/http's ReverseProxy; on a conflict
 // the upstream's value wins (set it after next to override). The buffers
-// are the VM's, reused: no allocation once they have grown.
-func (v *vm) keepHeaders(ctx *fasthttp.RequestCtx) {
+// are the thread's, reused: no allocation once they have grown.
+func (v *thread) keepHeaders(ctx *fasthttp.RequestCtx) {
 	v.hdrBuf, v.hdrEnds = v.hdrBuf[:0], v.hdrEnds[:0]
 	for k, val := range ctx.Response.Header.All() {
 		if skipKeptHeader(k) {
@@ -263,7 +413,7 @@ func (v *vm) keepHeaders(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-func (v *vm) restoreHeaders(ctx *fasthttp.RequestCtx) {
+func (v *thread) restoreHeaders(ctx *fasthttp.RequestCtx) {
 	// Decide against the upstream's answer alone, before restoring
 	// anything: a header the script set twice must come back twice.
 	v.hdrRestore = v.hdrRestore[:0]
@@ -305,7 +455,7 @@ func (v *vm) requestCtx(L *lua.LState) *fasthttp.RequestCtx {
 }
 
 func (v *vm) close() {
-	v.dl.stop()
+	v.own.stop()
 	v.L.Close()
 }
 

@@ -29,6 +29,24 @@ func (a adminSource) Tenants() []admin.Tenant {
 			Script:      c.Script,
 			Upgraded:    a.s.tunnels.active(c.Name),
 		}
+		if t.script != nil {
+			st := t.script.Stats()
+			at.Lua = &admin.Lua{
+				VMsLive:        st.VMsLive,
+				VMsIdle:        st.VMsIdle,
+				VMsCreated:     st.VMsCreated,
+				VMsDiscarded:   st.VMsDiscarded,
+				Threads:        st.Threads,
+				Inflight:       st.Inflight,
+				MemoryBytes:    st.MemoryBytes,
+				MaxMemoryBytes: int64(snap.cfg.Lua.MaxMemory),
+				Requests:       st.Requests,
+				Errors:         st.Errors,
+				VMWaits:        st.VMWaits,
+				VMWaitSeconds:  st.VMWaitTime.Seconds(),
+				VMWaitTimeouts: st.VMWaitTimeouts,
+			}
+		}
 		for _, up := range t.pool.ups {
 			st := up.Status()
 			au := admin.Upstream{

@@ -945,8 +945,15 @@ r:Get("/incr/{key}", function(w, req)
   end
   w:Write(tostring(n))
 end)
--- Holds its VM while the upstream answers, then counts.
+-- With ?barrier=N, holds its VM (a Lua busy-wait never lends it to other
+-- requests, where waiting in keystone.Proxy does) until N requests hold one
+-- each; then proxies, and counts.
 r:Get("/hit", function(w, req)
+  local want = tonumber(req:Query("barrier")) or 0
+  if want > 0 then
+    keystone.store.Incr("barrier")
+    while tonumber(keystone.store.Get("barrier")) < want do end
+  end
   keystone.Proxy()(w, req)
   local n = keystone.store.Incr("hits")
   w:Header():Set("X-VM", vm_id)
@@ -961,7 +968,7 @@ return r
 func TestLuaStore(t *testing.T) {
 	t.Parallel()
 	up := startEcho(t, "up")
-	const held = 4 // requests the upstream holds at once, each in its own VM
+	const held = 4 // requests held at once, each in its own VM
 	var arrived atomic.Int64
 	release := make(chan struct{})
 	up.setHandler(func(ctx *fasthttp.RequestCtx) {
@@ -1031,14 +1038,15 @@ tenants:
 	t.Run("concurrent Incr across VMs loses no update", func(t *testing.T) {
 		c := &fasthttp.HostClient{Addr: g.addr, MaxConns: 64}
 		defer c.CloseIdleConnections()
-		// held requests wait in the upstream together, each holding a
-		// VM: they must land in different VMs (pool_size is 2).
+		// held requests wait for each other in Lua, each holding a VM:
+		// they must land in different VMs (pool_size is 2), and all
+		// count in the one store.
 		vms := make(chan string, held)
 		errs := make(chan error, held)
 		var wg sync.WaitGroup
 		for range held {
 			wg.Go(func() {
-				resp, err := g.tryDo(c, "GET", "/s/hit")
+				resp, err := g.tryDo(c, "GET", fmt.Sprintf("/s/hit?barrier=%d", held))
 				if err != nil {
 					errs <- err
 					return

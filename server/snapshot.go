@@ -483,6 +483,9 @@ func (s *Server) luaConfig(cfg *config.Config) luavm.Config {
 		RegistryMaxSize:  cfg.Lua.RegistryMaxSize,
 		MaxStringSize:    int(cfg.Lua.MaxStringSize),
 		MaxScriptSize:    int(cfg.Lua.MaxScriptSize),
+		MaxMemory:        int64(cfg.Lua.MaxMemory),
+		VMWait:           cfg.Lua.VMWait.D(),
+		IdleVMTTL:        cfg.Lua.IdleVMTTL.D(),
 		MaxRuntimeRoutes: cfg.Lua.MaxRuntimeRoutes,
 		Logger:           s.log,
 	}
