@@ -6,6 +6,8 @@
 //	GET /admin/stats    per-tenant request counts and duration buckets (dashboard.go)
 //	GET /admin/         the dashboard: one HTML page polling the endpoints above
 //
+// and, with a Control, the reload, route and drain endpoints (control.go).
+//
 // It knows nothing of the server: it reports on a Source, which the server
 // implements, so a multi-process worker mode can later aggregate several
 // sources behind the same endpoints.
@@ -94,6 +96,9 @@ type Upstream struct {
 	LastCheck       *time.Time `json:"last_check,omitempty"`
 	LastError       string     `json:"last_error,omitempty"`
 	Inflight        int64      `json:"inflight"`
+	// Draining is set while an operator's drain keeps it out of
+	// rotation (POST /admin/upstreams/drain).
+	Draining bool `json:"draining"`
 }
 
 // Status values of tenants and of the whole gateway.
@@ -112,6 +117,14 @@ type Config struct {
 	// may replace the whole response, headers included (the server's
 	// does), so headers that go with an error are set after it.
 	WriteError func(ctx *fasthttp.RequestCtx, status int, code, msg string)
+
+	// Control serves the reload, routes and drain endpoints. If nil,
+	// they answer 404 and /admin/health has no last_reload.
+	Control Control
+
+	// ClientIP returns the client IP the audit log names. If nil, the
+	// TCP peer.
+	ClientIP func(ctx *fasthttp.RequestCtx) string
 }
 
 // Handler serves the admin endpoints. It is safe for concurrent use.
@@ -119,11 +132,13 @@ type Handler struct {
 	token      []byte
 	src        Source
 	writeError func(ctx *fasthttp.RequestCtx, status int, code, msg string)
+	ctl        Control
+	clientIP   func(ctx *fasthttp.RequestCtx) string
 }
 
 // New returns the admin handler for src.
 func New(cfg Config, src Source) *Handler {
-	h := &Handler{src: src, writeError: cfg.WriteError}
+	h := &Handler{src: src, writeError: cfg.WriteError, ctl: cfg.Control, clientIP: cfg.ClientIP}
 	if cfg.Token != "" {
 		h.token = []byte("Bearer " + cfg.Token)
 	}
@@ -141,6 +156,9 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx, path []byte) {
 		// RFC 9110 §11.6.1: a 401 carries a challenge; RFC 6750 §3
 		// names the scheme for a bearer token.
 		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="keystone-admin"`)
+		return
+	}
+	if h.serveControl(ctx, string(path)) {
 		return
 	}
 	var body any
@@ -183,6 +201,17 @@ type Health struct {
 	UptimeSeconds float64        `json:"uptime_seconds"`
 	Version       string         `json:"version"`
 	Tenants       []TenantHealth `json:"tenants"`
+	// LastReload is the latest reload attempt; absent before any.
+	LastReload *LastReload `json:"last_reload,omitempty"`
+}
+
+// LastReload is the last_reload field of /admin/health.
+type LastReload struct {
+	Time       time.Time `json:"time"`
+	Trigger    string    `json:"trigger"`
+	Status     string    `json:"status"`
+	Error      string    `json:"error,omitempty"`
+	DurationMS float64   `json:"duration_ms"`
 }
 
 // TenantHealth is one tenant in /admin/health.
@@ -199,6 +228,11 @@ func (h *Handler) health() Health {
 		Version:       h.src.Version(),
 		UptimeSeconds: time.Since(h.src.Started()).Round(time.Millisecond).Seconds(),
 		Tenants:       []TenantHealth{},
+	}
+	if h.ctl != nil {
+		if r := h.ctl.LastReload(); r != nil {
+			doc.LastReload = &LastReload{Time: r.Time, Trigger: r.Trigger, Status: r.Status, Error: r.Error, DurationMS: r.DurationMS}
+		}
 	}
 	withUpstreams, down, notOK := 0, 0, 0
 	for _, t := range h.src.Tenants() {

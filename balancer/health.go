@@ -146,6 +146,11 @@ func NewChecker(cfg HealthCheckConfig, ups []*Upstream, logger *slog.Logger) *Ch
 			MaxIdemponentCallAttempts: 1,
 			ReadTimeout:               cfg.Timeout,
 			WriteTimeout:              cfg.Timeout,
+			// Long enough to reuse the connection from one check to
+			// the next; it is also how long the client's idle
+			// cleaner goroutine outlives Stop (fasthttp's default, 10s,
+			// would keep one per stopped checker that long).
+			MaxIdleConnDuration: cfg.Interval + cfg.Timeout,
 		}
 	}
 	return c

@@ -117,6 +117,12 @@ type Upstream struct {
 	// transitions only; read by Outages. Invariant: never decreases.
 	outages atomic.Uint64
 
+	// draining takes the upstream out of rotation by an operator's
+	// request (admin drain): pickers skip it, requests already sent to it
+	// finish. Written by SetDraining (admin, under no lock: one Store);
+	// read by Available and Status. Invariant: only SetDraining writes it.
+	draining atomic.Bool
+
 	clock           func() int64
 	outlier         OutlierConfig
 	maxEjectBackoff time.Duration
@@ -215,21 +221,21 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 }
 
 // Available reports whether a picker may choose the upstream: healthy by
-// active checks, not ejected by passive detection, and its breaker not
-// open. It never changes any state and costs three atomic loads when the
+// active checks, not ejected by passive detection, not draining, and its
+// breaker not open. It never changes any state and costs four atomic loads when the
 // upstream is fine (a clock read only while an ejection or an open breaker
 // is pending).
 func (u *Upstream) Available() bool {
-	// The common case (healthy, never ejected, breaker closed) is three
-	// loads and inlines into the pickers; anything else takes the slow path.
-	if u.healthy.Load() && u.ejectedUntil.Load() == 0 && u.Breaker.Available() {
+	// The common case (healthy, never ejected, not draining, breaker
+	// closed) is four loads and inlines into the pickers; anything else takes the slow path.
+	if u.healthy.Load() && u.ejectedUntil.Load() == 0 && !u.draining.Load() && u.Breaker.Available() {
 		return true
 	}
 	return u.availableSlow()
 }
 
 func (u *Upstream) availableSlow() bool {
-	if !u.healthy.Load() {
+	if !u.healthy.Load() || u.draining.Load() {
 		return false
 	}
 	if until := u.ejectedUntil.Load(); until != 0 && u.clock() < until {
@@ -237,6 +243,14 @@ func (u *Upstream) availableSlow() bool {
 	}
 	return u.Breaker.Available() // nil-safe: no breaker is always available
 }
+
+// SetDraining takes the upstream out of rotation (true) or puts it back
+// (false). Draining changes nothing else: requests in flight to it finish,
+// its health, breaker and ejection state go on being kept.
+func (u *Upstream) SetDraining(on bool) { u.draining.Store(on) }
+
+// Draining reports whether SetDraining took the upstream out of rotation.
+func (u *Upstream) Draining() bool { return u.draining.Load() }
 
 // Healthy reports the active health-check state: true when no active checks
 // are configured, and, with checks, from the start until UnhealthyThreshold
@@ -337,6 +351,8 @@ type Status struct {
 	Inflight int64 `json:"inflight"`
 	// Weight is the upstream's weighted_round_robin share.
 	Weight int `json:"weight"`
+	// Draining reports an operator's drain (SetDraining) in force.
+	Draining bool `json:"draining"`
 }
 
 // Status returns a snapshot of u. The active-check fields are read together
@@ -350,6 +366,7 @@ func (u *Upstream) Status() Status {
 		PassiveFailures: int(u.passiveFails.Load()),
 		Inflight:        u.inflight.Load(),
 		Weight:          u.Weight,
+		Draining:        u.draining.Load(),
 	}
 	if until := u.ejectedUntil.Load(); until != 0 && now < until {
 		s.Ejected = true

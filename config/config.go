@@ -40,6 +40,8 @@ type Config struct {
 	Tracing Tracing `yaml:"tracing"`
 	// Lua is the script engine.
 	Lua Lua `yaml:"lua"`
+	// Reload configures reloading on file changes.
+	Reload Reload `yaml:"reload"`
 	// Tenants are the routed applications, at least one.
 	Tenants []Tenant `yaml:"tenants"`
 
@@ -125,6 +127,11 @@ type Server struct {
 	// "X-Request-ID".
 	RequestIDHeader string `yaml:"request_id_header"`
 
+	// PIDFile, when set, is where the running gateway writes its process
+	// id (removed on exit), for `keystone reload` to signal it. Relative
+	// paths are relative to the working directory. Default: none.
+	PIDFile string `yaml:"pid_file"`
+
 	// Compression compresses responses for clients that accept it; a
 	// tenant's compression block overrides it.
 	Compression Compression `yaml:"compression"`
@@ -132,6 +139,19 @@ type Server struct {
 	// TLS, when set, adds a TLS listener serving the same tenants over
 	// HTTPS (HTTP/1.1 and HTTP/2). Nil: plain HTTP only.
 	TLS *TLS `yaml:"tls"`
+}
+
+// Reload configures reloading the config and scripts when their files
+// change. SIGHUP and POST /admin/reload reload whatever this says.
+type Reload struct {
+	// Watch reloads when the config file, or any file in the scripts
+	// folder, changes. Default false.
+	Watch bool `yaml:"watch"`
+
+	// Debounce is how long the files must stay unchanged before a watch
+	// reload starts, so that an editor's save (write, rename, chmod) or a
+	// ConfigMap update is one reload. Default 250ms.
+	Debounce Duration `yaml:"debounce"`
 }
 
 // Admin configures the admin JSON endpoints served on the main listener.
@@ -258,6 +278,10 @@ type Lua struct {
 	// MaxScriptSize caps the size of one script file or required module;
 	// a larger one is refused at load. Default 1MiB.
 	MaxScriptSize Size `yaml:"max_script_size"`
+
+	// MaxRuntimeRoutes caps the routes one tenant's script may add at run
+	// time with keystone.AddRoute. Default 1000.
+	MaxRuntimeRoutes int `yaml:"max_runtime_routes"`
 }
 
 // Tenant is one routed application: how requests are matched to it and where

@@ -57,15 +57,19 @@ func defaultConfig() Config {
 			SampleRatio:    1,
 			ExportInterval: Duration(time.Second),
 		},
+		Reload: Reload{
+			Debounce: Duration(250 * time.Millisecond),
+		},
 		Lua: Lua{
-			MaxExecution:    Duration(50 * time.Millisecond),
-			CallStackSize:   200,
-			RegistryMaxSize: 262144,
-			MaxStringSize:   16 * MiB,
-			MaxScriptSize:   1 * MiB,
-			MaxMemory:       512 * MiB,
-			VMWait:          Duration(time.Second),
-			IdleVMTTL:       Duration(30 * time.Second),
+			MaxExecution:     Duration(50 * time.Millisecond),
+			CallStackSize:    200,
+			RegistryMaxSize:  262144,
+			MaxStringSize:    16 * MiB,
+			MaxScriptSize:    1 * MiB,
+			MaxMemory:        512 * MiB,
+			VMWait:           Duration(time.Second),
+			IdleVMTTL:        Duration(30 * time.Second),
+			MaxRuntimeRoutes: 1000,
 		},
 	}
 }

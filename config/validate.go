@@ -64,6 +64,7 @@ func validate(c *Config, d *decoder) {
 	validateLogging(&c.Logging, d)
 	validateObserve(c, d)
 	validateLua(&c.Lua, d)
+	positive(d, "reload.debounce", c.Reload.Debounce)
 	validateTenants(c, d)
 }
 
@@ -237,6 +238,7 @@ func validateLua(l *Lua, d *decoder) {
 	between(d, "lua.registry_max_size", l.RegistryMaxSize, 1, math.MaxInt32)
 	positiveSize(d, "lua.max_string_size", l.MaxStringSize)
 	positiveSize(d, "lua.max_script_size", l.MaxScriptSize)
+	between(d, "lua.max_runtime_routes", l.MaxRuntimeRoutes, 1, 1_000_000)
 	if l.MaxMemory < MiB {
 		d.errorAt("lua.max_memory", "expected at least 1MiB, got %s", l.MaxMemory)
 	}

@@ -26,6 +26,10 @@ var keystoneExports = map[string]func(v *vm, L *lua.LState) int{
 	"Proxy": (*vm).proxy,
 	"Log":   (*vm).logLua,
 	"Env":   (*vm).env,
+	// Runtime routes (runtime_routes.go).
+	"Routes":      (*vm).luaRoutes,
+	"AddRoute":    (*vm).luaAddRoute,
+	"RemoveRoute": (*vm).luaRemoveRoute,
 }
 
 // storeExports are the functions of keystone.store.

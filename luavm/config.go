@@ -65,6 +65,10 @@ type Config struct {
 	// requires; a larger file is refused at load. If zero, 1 MiB.
 	MaxScriptSize int
 
+	// MaxRuntimeRoutes caps the routes keystone.AddRoute may add to the
+	// script at run time. If zero, 1000.
+	MaxRuntimeRoutes int
+
 	// Logger receives script errors and keystone.Log lines, with
 	// component=lua. If nil, slog.Default().
 	Logger *slog.Logger
@@ -106,6 +110,7 @@ func (c Config) withDefaults() (Config, error) {
 		{"PoolSize", int64(c.PoolSize)}, {"MaxVMs", int64(c.MaxVMs)}, {"MaxExecution", int64(c.MaxExecution)},
 		{"CallStackSize", int64(c.CallStackSize)}, {"RegistryMaxSize", int64(c.RegistryMaxSize)},
 		{"MaxStringSize", int64(c.MaxStringSize)}, {"MaxScriptSize", int64(c.MaxScriptSize)},
+		{"MaxRuntimeRoutes", int64(c.MaxRuntimeRoutes)},
 		{"MaxMemory", c.MaxMemory},
 		{"VMWait", int64(c.VMWait)}, {"IdleVMTTL", int64(c.IdleVMTTL)},
 	} {
@@ -136,6 +141,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxScriptSize == 0 {
 		c.MaxScriptSize = defaultMaxScriptSize
+	}
+	if c.MaxRuntimeRoutes == 0 {
+		c.MaxRuntimeRoutes = defaultMaxRuntimeRoutes
 	}
 	if c.MaxMemory == 0 {
 		c.MaxMemory = defaultMaxMemory
@@ -212,6 +220,11 @@ type Options struct {
 	// RequestIDHeader names the request id header read for logs.
 	// If empty, "X-Request-ID".
 	RequestIDHeader string
+
+	// RuntimeRoutes holds the routes keystone.AddRoute adds. Pass the
+	// previous load's to keep them across a reload of an unchanged
+	// script. If nil, a new, empty set.
+	RuntimeRoutes *RuntimeRoutes
 
 	// Auth is the tenant's access control, for keystone.auth middleware
 	// (builtins_auth.go). If nil, the middleware takes every setting from

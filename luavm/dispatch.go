@@ -26,6 +26,10 @@ func (s *Script) Handler(ctx *fasthttp.RequestCtx) {
 		h(ctx)
 		return
 	}
+	if h := s.runtimeLookup(b2s(ctx.Method()), p, ctx); h != nil {
+		h(ctx)
+		return
+	}
 	s.miss(ctx, p)
 }
 

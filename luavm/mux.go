@@ -113,6 +113,7 @@ func (s *Script) defineRoutes(v *vm, ft *flatTable) ErrorList {
 			errs = append(errs, r.at.errorf("route %s %q: %s", k.method, r.pattern, err))
 			continue
 		}
+		s.noteRoute(k.method, r.pattern, r.at)
 		if strings.HasSuffix(k.fh, catchAll) {
 			hasCatchAll = true
 			_ = addRoute(s.catchAll, k.method, k.fh, s.targets[i])

@@ -50,6 +50,8 @@ type Script struct {
 	targets   []fasthttp.RequestHandler // by handler index: routes, then NotFound and MethodNotAllowed per scope
 	nRoutes   int
 	signature string
+	routeInfo []RouteInfo   // the routes registered, for Routes (routes.go)
+	rt        scriptRuntime // routes added by keystone.AddRoute (runtime_routes.go)
 
 	// proxies holds the keystone.Proxy targets resolved while loading;
 	// written only while loading is true, by Load's goroutine. Targets
@@ -155,6 +157,9 @@ func LoadProgram(cfg Config, prog *Program, opts Options) (*Script, error) {
 	s.pool.reap = s.reap
 	if s.store == nil {
 		s.store = NewMemoryStore()
+	}
+	if s.rt.shared = opts.RuntimeRoutes; s.rt.shared == nil {
+		s.rt.shared = NewRuntimeRoutes()
 	}
 	if s.http == nil {
 		s.http = defaultHTTPClient

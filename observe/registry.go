@@ -88,6 +88,18 @@ func New(cfg Config) *Registry {
 	return r
 }
 
+// ConfigFailed records a config that was refused: the success gauge drops
+// to 0 and the timestamp keeps the last successful load, as Prometheus'
+// own prometheus_config_last_reload_* gauges do.
+func (r *Registry) ConfigFailed() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.loadOK = 0
+}
+
 // ConfigLoaded records the outcome of loading the config at t.
 func (r *Registry) ConfigLoaded(ok bool, t time.Time) {
 	r.mu.Lock()

@@ -60,6 +60,7 @@ func (a adminSource) Tenants() []admin.Tenant {
 				PassiveFailures:     st.PassiveFailures,
 				LastError:           st.LastCheckError,
 				Inflight:            st.Inflight,
+				Draining:            st.Draining,
 			}
 			if st.Ejected && !st.EjectedUntil.IsZero() {
 				u := st.EjectedUntil
@@ -79,7 +80,14 @@ func (a adminSource) Tenants() []admin.Tenant {
 // newAdmin builds the admin handler of a snapshot.
 func (s *Server) newAdmin(token string) *admin.Handler {
 	return admin.New(admin.Config{
-		Token: token,
+		Token:   token,
+		Control: adminControl{s},
+		ClientIP: func(ctx *fasthttp.RequestCtx) string {
+			if rs := stateOf(ctx); rs != nil {
+				return rs.clientIP.String()
+			}
+			return ctx.RemoteIP().String()
+		},
 		WriteError: func(ctx *fasthttp.RequestCtx, status int, code, msg string) {
 			var id []byte
 			if rs := stateOf(ctx); rs != nil {

@@ -19,8 +19,13 @@ import (
 
 // upstream is one upstream of one tenant: the balancer's long-lived state
 // (health, breaker, in-flight) and the keep-alive connection pool to it.
+//
+// Upstreams of tenants' pools are registry entries shared by every snapshot
+// that has the same tenant, URL and connection settings; keystone.Proxy URL
+// pools have their own, closed with their snapshot.
 type upstream struct {
 	*balancer.Upstream
+	tenant string // the tenant the upstream belongs to
 	client *fasthttp.HostClient
 	// fresh is a second client to the same upstream that never reuses a
 	// connection (every request on it says Connection: close): the one

@@ -64,8 +64,17 @@ func loadConfig(t testing.TB, yaml string, files ...string) *config.Config {
 
 func startGatewayConfig(t *testing.T, cfg *config.Config) *gateway {
 	t.Helper()
+	return startGatewayOpts(t, cfg, Options{})
+}
+
+// startGatewayOpts is startGatewayConfig with server Options (Load, for
+// reloads); the logger and version are the harness's.
+func startGatewayOpts(t *testing.T, cfg *config.Config, opts Options) *gateway {
+	t.Helper()
 	logs := &syncBuffer{}
-	srv, err := New(cfg, Options{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Version: "test"})
+	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	opts.Version = "test"
+	srv, err := New(cfg, opts)
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}

@@ -42,6 +42,12 @@ type Options struct {
 
 	// Version is reported by /admin/health. If empty, "dev".
 	Version string
+
+	// Load reads the config again for a reload (SIGHUP, POST
+	// /admin/reload, file watching): typically config.Load of the same
+	// file, with the same command-line overrides. If nil, those reloads
+	// fail with ErrNoLoader; Reload with a config still works.
+	Load func() (*config.Config, error)
 }
 
 // Server is a running gateway. Create it with New, run it with Serve or
@@ -56,9 +62,21 @@ type Server struct {
 	version    string
 	started    time.Time
 
-	// snap is the published snapshot. Stored by New (and by a reload),
-	// loaded once at the start of every request.
+	// snap is the published snapshot. Stored by New and by Reload (under
+	// rl.mu), loaded once at the start of every request.
 	snap atomic.Pointer[snapshot]
+
+	// reg owns the upstream state snapshots share (registry.go).
+	reg *registry
+	// rl serializes reloads and keeps their records (reload.go).
+	rl reloads
+	// load reads the config for a reload; nil if there is none.
+	load func() (*config.Config, error)
+	// serving is set by Serve: checkers start from then on.
+	serving atomic.Bool
+	// watch is the file watcher (reload.watch), nil if off. Set by Serve
+	// and cleared by Shutdown, under rl.mu.
+	watch *watcher
 
 	srv *fasthttp.Server
 
@@ -97,8 +115,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		version: opts.Version,
 		started: time.Now(),
 		stores:  make(map[string]luavm.Store),
+		reg:     newRegistry(),
+		load:    opts.Load,
 		tunnels: newTunnels(),
 	}
+	s.rl.stop = make(chan struct{})
 	s.obs = observe.New(observe.Config{Version: opts.Version, ProcessMetrics: true})
 	s.obs.Collect(s.collectGauges)
 	if s.log == nil {
@@ -142,7 +163,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 // without listening or starting health checks, and reports the first error.
 // It is `keystone check`.
 func Check(cfg *config.Config) error {
-	s := &Server{log: slog.New(slog.DiscardHandler), stores: make(map[string]luavm.Store)}
+	s := &Server{log: slog.New(slog.DiscardHandler), stores: make(map[string]luavm.Store), reg: newRegistry()}
 	snap, err := s.build(cfg)
 	if err != nil {
 		return err
@@ -156,7 +177,6 @@ func Check(cfg *config.Config) error {
 // that answers 400, no panic recovery. Each setting below replaces one.
 func (s *Server) newFastHTTP(cfg *config.Config) *fasthttp.Server {
 	sc := cfg.Server
-	readTimeout := sc.ReadTimeout.D()
 	stream := sc.StreamRequestBodyOver < sc.MaxRequestBody
 	maxBuffered := int(sc.StreamRequestBodyOver)
 	if !stream {
@@ -177,7 +197,8 @@ func (s *Server) newFastHTTP(cfg *config.Config) *fasthttp.Server {
 				// deadline nothing waits on.
 				return fasthttp.RequestConfig{}
 			}
-			return fasthttp.RequestConfig{ReadTimeout: readTimeout}
+			// From the published snapshot, so a reload changes it.
+			return fasthttp.RequestConfig{ReadTimeout: s.snap.Load().readTimeout}
 		},
 		WriteTimeout: sc.WriteTimeout.D(),
 		IdleTimeout:  sc.IdleTimeout.D(),
@@ -229,7 +250,19 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.ln = ln
 	s.lnMu.Unlock()
 	snap := s.snap.Load()
-	snap.start()
+	s.rl.mu.Lock()
+	s.serving.Store(true)
+	s.snap.Load().start()
+	if cfg := snap.cfg; cfg.Reload.Watch && s.watch == nil && !s.rl.down {
+		if s.load == nil {
+			s.log.Error("reload.watch is set but the server has no config file to read again; not watching", "component", "reload")
+		} else if w, err := s.startWatcher(cfg); err != nil {
+			s.log.Error("cannot watch the config files; reload with SIGHUP or POST /admin/reload", "component", "reload", "error", err.Error())
+		} else {
+			s.watch = w
+		}
+	}
+	s.rl.mu.Unlock()
 	s.startObserve(snap, ln)
 	if snap.adminEnabled && snap.cfg.Admin.Token == "" && !loopback(ln.Addr()) {
 		s.log.Warn("admin endpoints are reachable from the network without a token; set admin.token",
@@ -260,6 +293,16 @@ func (s *Server) Addr() net.Addr {
 // now, with status 0 and error "shutdown" (docs/operations.md), and not
 // again if its handler finishes after all.
 func (s *Server) Shutdown(ctx context.Context) error {
+	// No reload from here on. The watcher is stopped outside rl.mu: a
+	// watch reload it runs may be waiting for it.
+	s.rl.mu.Lock()
+	s.rl.down = true
+	w := s.watch
+	s.watch = nil
+	s.rl.mu.Unlock()
+	if w != nil {
+		w.close()
+	}
 	tlsDone := make(chan struct{})
 	go func() { s.shutdownTLS(ctx); close(tlsDone) }()
 	err := s.srv.ShutdownWithContext(ctx)
@@ -270,6 +313,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// fasthttp does not wait for hijacked connections: upgraded ones
 	// run until the grace ends, then get a close frame.
 	s.tunnels.shutdown(ctx)
+	// No reload after this point: the snapshot closed below stays the
+	// published one.
+	s.rl.mu.Lock()
+	defer s.rl.mu.Unlock()
+	s.stopRetiring()
 	if snap := s.snap.Load(); snap != nil {
 		snap.close()
 	}
@@ -313,6 +361,14 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	rs.start = ctx.Time()
 	ctx.SetUserValue(stateKey, rs)
 	snap := s.snap.Load()
+	for !snap.life.enter() {
+		// Retired between the load and the count: a reload published a
+		// newer one first (snapLife).
+		snap = s.snap.Load()
+	}
+	// Deferred first, so it runs last: the snapshot may be closed as
+	// soon as this request stops counting.
+	defer snap.life.exit()
 	defer s.finish(ctx, rs, snap)
 	if snap.cfg.Logging.AccessLog {
 		// Before anything rewrites the request.

@@ -8,6 +8,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/keystone-gateway/keystone/admin"
 	"github.com/keystone-gateway/keystone/auth"
@@ -38,14 +39,26 @@ type snapshot struct {
 	maxRequestLine int
 	maxHeaderBytes int
 	maxHeaders     int
+	readTimeout    time.Duration // server.read_timeout, once the headers are in
 
 	obs observeSnapshot // metrics, tracing, access log sampling
 	// edge is the server.tls policy; nil without server.tls (tls.go).
 	edge *edgePolicy
 
+	// checkers are the health checkers of the snapshot's upstreams,
+	// registry entries started by start (a checker an older snapshot
+	// started already goes on).
 	checkers []*balancer.Checker
-	// pools are the tenants' pools, closed with the snapshot.
+	// pools are the tenants' pools. Their upstreams are registry
+	// entries, closed when no snapshot holds them.
 	pools []*pool
+	// reg is the registry the snapshot's entries come from; held lists
+	// the keys it holds one reference to each, released by close.
+	reg  *registry
+	held []string
+	// life counts the requests running on the snapshot and tells a
+	// reload when the last one finished (reload.go).
+	life snapLife
 	// scriptPools are the pools keystone.Proxy("http://…") made for
 	// scripts, at load or at request time, closed with the snapshot.
 	scriptPools scriptPools
@@ -128,6 +141,12 @@ type tenant struct {
 	cfg    *config.Tenant
 	pool   *pool
 	script *luavm.Script
+	// scriptSum hashes the script's folder when it was loaded (reload
+	// tells a changed script from an unchanged one); nil without one.
+	scriptSum []byte
+	// runtime holds the routes the script added at run time; carried
+	// from the running snapshot when the script is unchanged.
+	runtime *luavm.RuntimeRoutes
 	// serve handles a request matched to the tenant: the script's router
 	// (which falls back to the pool) or the pool itself.
 	serve fasthttp.RequestHandler
@@ -155,6 +174,8 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 		maxRequestLine: int(cfg.Server.MaxRequestLine),
 		maxHeaderBytes: int(cfg.Server.MaxHeaderBytes),
 		maxHeaders:     cfg.Server.MaxHeaders,
+		readTimeout:    cfg.Server.ReadTimeout.D(),
+		reg:            s.reg,
 	}
 	snap.trusted = trustedProxies(cfg.Server.TrustedNets())
 	snap.edge = newEdgePolicy(cfg)
@@ -169,7 +190,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 	routes := make([]route[*tenant], 0, len(cfg.Tenants))
 	for i := range cfg.Tenants {
 		tc := &cfg.Tenants[i]
-		p, err := s.newPool(snap, tc)
+		p, err := s.newPool(snap, tc, s.reg)
 		if err != nil {
 			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
 		}
@@ -196,6 +217,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 	// tenant's script resolves another tenant's pool. Every script is
 	// loaded even after one fails, so `keystone check` reports them all.
 	var scriptErrs []error
+	sums := scriptSums(cfg)
 	for _, t := range snap.tenants {
 		if t.cfg.Script == "" {
 			continue
@@ -204,6 +226,8 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 		if len(t.pool.ups) == 0 {
 			fallback = snap.notFound
 		}
+		t.scriptSum = sums[t.cfg.Script]
+		t.runtime = s.runtimeRoutesFor(t)
 		sc, err := luavm.Load(s.luaConfig(cfg), cfg.Scripts, t.cfg.Script, luavm.Options{
 			Tenant:          t.cfg.Name,
 			PathPrefix:      t.cfg.PathPrefix,
@@ -212,6 +236,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			Fallback:        fallback,
 			RequestIDHeader: string(snap.reqIDHeader),
 			ScriptsDir:      cfg.ScriptsDir,
+			RuntimeRoutes:   t.runtime,
 			Auth:            &luavm.AuthConfig{Base: t.cfg.Auth, Policy: t.access, Logger: s.log.With("tenant", t.cfg.Name)},
 		})
 		if err != nil {
@@ -228,8 +253,19 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 	return snap, nil
 }
 
-// newPool builds a tenant's upstream pool.
-func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
+// newPool builds a tenant's upstream pool. With a registry (the tenants'
+// pools), its upstreams, their health checkers and the retry budget are
+// registry entries the snapshot holds: unchanged ones carry over from the
+// running snapshot. Without one (keystone.Proxy URL pools), everything is
+// the snapshot's own, closed with it.
+func (s *Server) newPool(snap *snapshot, tc *config.Tenant, reg *registry) (*pool, error) {
+	budget := newRetryBudget(tc.Retries.BudgetRatio)
+	if reg != nil {
+		v, _ := reg.acquire(&snap.held, budgetKey(tc.Name, tc.Retries.BudgetRatio), func() (any, func(), error) {
+			return budget, nil, nil
+		})
+		budget = v.(*retryBudget)
+	}
 	p := &pool{
 		name:         tc.Name,
 		prefix:       []byte(tc.PathPrefix),
@@ -237,7 +273,7 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 		preserveHost: tc.PreserveHost,
 		timeout:      tc.Timeouts.Request.D(),
 		retry:        newRetryPolicy(tc.Retries),
-		budget:       newRetryBudget(tc.Retries.BudgetRatio),
+		budget:       budget,
 		trusted:      snap.trusted,
 		reqIDHeader:  snap.reqIDHeader,
 		replayBody:   int(snap.cfg.Server.StreamRequestBodyOver),
@@ -250,10 +286,38 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 		p.prefix = nil
 	}
 	bups := make([]*balancer.Upstream, 0, len(tc.Upstreams))
+	upKeys := make([]string, 0, len(tc.Upstreams))
 	for _, uc := range tc.Upstreams {
-		up, err := s.newUpstream(tc, uc)
-		if err != nil {
-			return nil, err
+		var up *upstream
+		if reg == nil {
+			u, err := s.newUpstream(tc, uc)
+			if err != nil {
+				return nil, err
+			}
+			if snap.obs.metricsEnabled {
+				u.stats = s.obs.Upstream(tc.Name, uc.URL)
+			}
+			up = u
+		} else {
+			// Whether metrics are on is part of the key: stats is
+			// read by every attempt and set only here, before the
+			// entry is shared.
+			key := upstreamKey(tc, uc) + fmt.Sprintf("\x00metrics=%t", snap.obs.metricsEnabled)
+			v, err := reg.acquire(&snap.held, key, func() (any, func(), error) {
+				u, err := s.newUpstream(tc, uc)
+				if err != nil {
+					return nil, nil, err
+				}
+				if snap.obs.metricsEnabled {
+					u.stats = s.obs.Upstream(tc.Name, uc.URL)
+				}
+				return u, u.close, nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			up = v.(*upstream)
+			upKeys = append(upKeys, key)
 		}
 		if len(p.ups) == 0 {
 			p.basePath = []byte(up.basePath)
@@ -261,9 +325,6 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 			// config validates this; a config built by hand may not.
 			return nil, fmt.Errorf("upstream %q: base path %q differs from the tenant's first upstream's (%q)",
 				uc.URL, up.basePath, p.basePath)
-		}
-		if snap.obs.metricsEnabled {
-			up.stats = s.obs.Upstream(tc.Name, uc.URL)
 		}
 		p.ups = append(p.ups, up)
 		bups = append(bups, up.Upstream)
@@ -289,8 +350,22 @@ func (s *Server) newPool(snap *snapshot, tc *config.Tenant) (*pool, error) {
 		if err := hcc.Validate(); err != nil {
 			return nil, fmt.Errorf("health_check: %w", err)
 		}
-		c := balancer.NewChecker(hcc, bups, s.log.With("tenant", tc.Name))
-		snap.checkers = append(snap.checkers, c)
+		log := s.log.With("tenant", tc.Name)
+		if reg == nil {
+			// keystone.Proxy URL pools are built without health
+			// checks (ProxyHandler); nothing would stop a checker.
+			return nil, errors.New("health_check: not available on a pool without a registry")
+		}
+		// One checker per upstream entry, so an upstream that stays keeps
+		// its checker (and its goroutine) however the tenant's other
+		// upstreams change.
+		for i, bu := range bups {
+			v, _ := reg.acquire(&snap.held, checkerKey(upKeys[i], hc), func() (any, func(), error) {
+				c := balancer.NewChecker(hcc, []*balancer.Upstream{bu}, log)
+				return c, c.Stop, nil
+			})
+			snap.checkers = append(snap.checkers, v.(*balancer.Checker))
+		}
 	}
 	return p, nil
 }
@@ -358,7 +433,7 @@ func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, 
 	// Admin and the access log name the upstream as configured, base path
 	// included. Set before the upstream is shared.
 	bu.URL = uc.URL
-	up := &upstream{Upstream: bu, host: u.Host, scheme: []byte(u.Scheme), basePath: base}
+	up := &upstream{Upstream: bu, tenant: tc.Name, host: u.Host, scheme: []byte(u.Scheme), basePath: base}
 	hc := &fasthttp.HostClient{
 		Addr:                     bu.Addr,
 		IsTLS:                    bu.TLS,
@@ -405,17 +480,18 @@ func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, 
 
 func (s *Server) luaConfig(cfg *config.Config) luavm.Config {
 	return luavm.Config{
-		PoolSize:        cfg.Lua.PoolSize,
-		MaxVMs:          cfg.Lua.MaxVMs,
-		MaxExecution:    cfg.Lua.MaxExecution.D(),
-		CallStackSize:   cfg.Lua.CallStackSize,
-		RegistryMaxSize: cfg.Lua.RegistryMaxSize,
-		MaxStringSize:   int(cfg.Lua.MaxStringSize),
-		MaxScriptSize:   int(cfg.Lua.MaxScriptSize),
-		MaxMemory:       int64(cfg.Lua.MaxMemory),
-		VMWait:          cfg.Lua.VMWait.D(),
-		IdleVMTTL:       cfg.Lua.IdleVMTTL.D(),
-		Logger:          s.log,
+		PoolSize:         cfg.Lua.PoolSize,
+		MaxVMs:           cfg.Lua.MaxVMs,
+		MaxExecution:     cfg.Lua.MaxExecution.D(),
+		CallStackSize:    cfg.Lua.CallStackSize,
+		RegistryMaxSize:  cfg.Lua.RegistryMaxSize,
+		MaxStringSize:    int(cfg.Lua.MaxStringSize),
+		MaxScriptSize:    int(cfg.Lua.MaxScriptSize),
+		MaxMemory:        int64(cfg.Lua.MaxMemory),
+		VMWait:           cfg.Lua.VMWait.D(),
+		IdleVMTTL:        cfg.Lua.IdleVMTTL.D(),
+		MaxRuntimeRoutes: cfg.Lua.MaxRuntimeRoutes,
+		Logger:           s.log,
 	}
 }
 
@@ -429,11 +505,13 @@ func (snap *snapshot) start() {
 	}
 }
 
-// close stops the snapshot's background work and releases its scripts. The
-// snapshot must no longer serve requests.
+// close releases the snapshot's scripts, its keystone.Proxy URL pools and
+// its registry references: upstreams, checkers and budgets no other
+// snapshot holds are closed. The snapshot must no longer serve requests.
+// close is idempotent.
 func (snap *snapshot) close() {
-	for _, c := range snap.checkers {
-		c.Stop()
+	if !snap.life.markClosed() {
+		return
 	}
 	for _, t := range snap.tenants {
 		t.access.Stop()
@@ -441,18 +519,25 @@ func (snap *snapshot) close() {
 			t.script.Close()
 		}
 	}
-	for _, p := range snap.pools {
-		p.closeIdle()
-	}
 	snap.scriptPools.close()
+	if snap.reg != nil {
+		snap.reg.release(snap.held)
+	}
 }
 
-// closeIdle closes the idle connections of the pool's upstreams.
+// closeIdle closes the idle connections of the pool's upstreams and stops
+// their checkers (pools made without a registry).
 func (p *pool) closeIdle() {
 	for _, up := range p.ups {
-		up.client.CloseIdleConnections()
-		up.fresh.CloseIdleConnections()
+		up.close()
 	}
+}
+
+// close closes the idle connections of both of the upstream's clients;
+// connections in use close when their request ends.
+func (u *upstream) close() {
+	u.client.CloseIdleConnections()
+	u.fresh.CloseIdleConnections()
 }
 
 func (snap *snapshot) notFound(ctx *fasthttp.RequestCtx) {
@@ -499,7 +584,7 @@ func (h *scriptHost) ProxyHandler(target string) (fasthttp.RequestHandler, error
 		// One upstream: nowhere to eject it to (see config's default).
 		tc.OutlierDetection = nil
 		tc.StripPrefix = false
-		return h.srv.newPool(h.snap, &tc)
+		return h.srv.newPool(h.snap, &tc, nil)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("keystone.Proxy(%q): %w", target, err)

@@ -20,7 +20,8 @@ const (
 	usageRun = `usage: keystone run [FILE | -c|--config FILE] [--listen ADDR]
 
 Run the gateway on FILE, else on $KEYSTONE_CONFIG, else on the embedded
-default config. SIGTERM or SIGINT shuts it down gracefully.
+default config. SIGTERM or SIGINT shuts it down gracefully; SIGHUP reloads
+FILE and its scripts (see keystone reload).
 
   FILE, -c, --config FILE   the config file (FILE and -c are the same; give one)
   --listen ADDR             listen on ADDR (host:port, e.g. ":8080" or
@@ -51,6 +52,18 @@ admin.enabled false it refuses rather than ask a tenant.
   --timeout DURATION      give up after this long (default 3s)
   -h, --help              show this help
 `
+	usageReload = `usage: keystone reload [FILE | -c|--config FILE] [--timeout DURATION]
+
+Make the running gateway reload its config and scripts. With server.pid_file
+set in FILE, send SIGHUP to the process whose id it holds; otherwise POST
+the gateway's admin reload endpoint (admin.prefix + /reload, with
+admin.token) and print the result. Without FILE it reads $KEYSTONE_CONFIG.
+A refused reload leaves the running config serving and exits 1.
+
+  FILE, -c, --config FILE   the gateway's config file
+  --timeout DURATION        give up after this long (default 10s)
+  -h, --help                show this help
+`
 	usageVersion = `usage: keystone version
 
 Print the build's version.
@@ -65,6 +78,7 @@ const usage = `usage:
   keystone run [FILE | -c|--config FILE] [--listen ADDR]
   keystone check [FILE | -c|--config FILE]   validate FILE and every script it names
   keystone healthcheck [--url URL]           exit 0 if the running gateway answers its health check
+  keystone reload [FILE | -c|--config FILE]  make the running gateway reload its config and scripts
   keystone version
 
 Run "keystone COMMAND --help" for a command's flags.

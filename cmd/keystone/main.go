@@ -5,6 +5,7 @@
 //	keystone run [FILE | -c FILE] [--listen ADDR]
 //	keystone check [FILE | -c FILE]       validate a config and its scripts
 //	keystone healthcheck [--url URL]      probe a running gateway (for containers)
+//	keystone reload [FILE | -c FILE]      make a running gateway reload (SIGHUP or admin POST)
 //	keystone version
 //
 // Exit codes: 0 success, 1 failure (a bad config, an unhealthy gateway),
@@ -64,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args, stdout, stderr)
 	case "healthcheck":
 		return cmdHealthcheck(args, stdout, stderr)
+	case "reload":
+		return cmdReload(args, stdout, stderr)
 	case "version":
 		return cmdVersion(args, stdout, stderr)
 	case "help":
@@ -71,7 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case len(args) == 0:
 			fmt.Fprint(stdout, usage)
 			return 0
-		case len(args) == 1 && (args[0] == "run" || args[0] == "check" || args[0] == "healthcheck" || args[0] == "version"):
+		case len(args) == 1 && (args[0] == "run" || args[0] == "check" || args[0] == "healthcheck" || args[0] == "reload" || args[0] == "version"):
 			// "keystone help check" is "keystone check --help".
 			return run([]string{args[0], "--help"}, stdout, stderr)
 		}
@@ -121,6 +124,11 @@ func (a *runArgs) cli(stderr io.Writer) *cli {
 }
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
+	// First thing: SIGHUP's default action ends the process (status
+	// 129), and one may arrive while the config loads.
+	sigc := make(chan os.Signal, 4)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigc)
 	var a runArgs
 	c := a.cli(stderr)
 	pos, err := c.parse(args)
@@ -174,13 +182,32 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		out = stderr
 	}
 	logger := server.NewLogger(cfg.Logging, out)
-	srv, err := server.New(cfg, server.Options{Logger: logger, Version: buildVersion()})
+	var load func() (*config.Config, error)
+	if cfgPath != "" {
+		// A reload reads the same file with the same overrides.
+		load = func() (*config.Config, error) {
+			cfg, err := config.Load(cfgPath)
+			if err == nil && c.set("listen") {
+				cfg.Server.Listen = listen
+			}
+			return cfg, err
+		}
+	}
+	srv, err := server.New(cfg, server.Options{Logger: logger, Version: buildVersion(), Load: load})
 	if err != nil {
 		fmt.Fprintln(stderr, "keystone:", err)
 		return 1
 	}
 	if addr := os.Getenv("KEYSTONE_PPROF"); addr != "" {
 		go servePprof(addr, logger)
+	}
+
+	if pf := cfg.Server.PIDFile; pf != "" {
+		if err := os.WriteFile(pf, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			fmt.Fprintln(stderr, "keystone: server.pid_file:", err)
+			return 1
+		}
+		defer os.Remove(pf)
 	}
 
 	errc := make(chan error, 2)
@@ -191,14 +218,20 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		go func() { errc <- srv.ListenAndServeTLS() }()
 	}
 
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigc)
-	select {
-	case err := <-errc:
-		logger.Error("server stopped", "component", "main", "error", err)
-		return 1
-	case sig := <-sigc:
+	for {
+		var sig os.Signal
+		select {
+		case err := <-errc:
+			logger.Error("server stopped", "component", "main", "error", err)
+			return 1
+		case sig = <-sigc:
+		}
+		if sig == syscall.SIGHUP {
+			// Reload, never exit: the record is logged (and kept for
+			// /admin/reloads) by the server.
+			srv.ReloadFromDisk(server.TriggerSignal, admin.Caller{IP: "signal"})
+			continue
+		}
 		grace := cfg.Server.ShutdownGrace.D()
 		logger.Info("shutting down", "component", "main", "signal", sig.String(), "grace", grace.String())
 		ctx, cancel := context.WithTimeout(context.Background(), grace)
@@ -209,6 +242,93 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		logger.Info("stopped", "component", "main")
 		return 0
 	}
+}
+
+// reloadArgs are keystone reload's flags.
+type reloadArgs struct {
+	config  string
+	timeout time.Duration
+}
+
+func (a *reloadArgs) cli(stderr io.Writer) *cli {
+	c := newCLI("reload", usageReload, stderr)
+	c.configFlag(&a.config)
+	c.fs.DurationVar(&a.timeout, "timeout", 10*time.Second, "give up after this `DURATION`")
+	return c
+}
+
+// cmdReload makes a running gateway reload: SIGHUP to the pid in
+// server.pid_file, else POST admin.prefix/reload.
+func cmdReload(args []string, stdout, stderr io.Writer) int {
+	var a reloadArgs
+	c := a.cli(stderr)
+	pos, err := c.parse(args)
+	if err != nil {
+		return c.exit(err, stdout)
+	}
+	cfgPath, err := c.configPath(a.config, pos, true)
+	if err != nil {
+		return 2
+	}
+	if cfgPath == "" {
+		fmt.Fprintln(stderr, "keystone reload: no FILE, -c or $KEYSTONE_CONFIG given: the gateway's config file is needed to find it")
+		return 2
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if pf := cfg.Server.PIDFile; pf != "" {
+		b, err := os.ReadFile(pf)
+		if err != nil {
+			fmt.Fprintln(stderr, "keystone reload: server.pid_file:", err)
+			return 1
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 {
+			fmt.Fprintf(stderr, "keystone reload: %s: expected a process id, got %q\n", pf, strings.TrimSpace(string(b)))
+			return 1
+		}
+		if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+			fmt.Fprintf(stderr, "keystone reload: signal process %d: %v\n", pid, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "sent SIGHUP to process %d; the result is in its log and %s/reloads\n", pid, cfg.Admin.Prefix)
+		return 0
+	}
+	if !cfg.Admin.Enabled {
+		fmt.Fprintf(stderr, "keystone reload: %s sets neither server.pid_file nor admin.enabled: no way to reach the gateway\n", cfg.File)
+		return 1
+	}
+	url := strings.TrimSuffix(server.HealthURL(cfg), "/health") + "/reload"
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(url)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	if cfg.Admin.Token != "" {
+		req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+cfg.Admin.Token)
+	}
+	if err := (&fasthttp.Client{}).DoTimeout(req, resp, a.timeout); err != nil {
+		fmt.Fprintf(stderr, "keystone reload: %s: %v\n", url, err)
+		return 1
+	}
+	var rec admin.Reload
+	if err := json.Unmarshal(resp.Body(), &rec); err != nil || rec.Status == "" {
+		fmt.Fprintf(stderr, "keystone reload: %s answered %d: %s\n", url, resp.StatusCode(), resp.Body())
+		return 1
+	}
+	if rec.Status != "ok" {
+		fmt.Fprintf(stderr, "keystone reload: refused; the running config keeps serving:\n%s\n", rec.Error)
+		return 1
+	}
+	fmt.Fprintf(stdout, "reloaded in %.1fms: tenants added %v, removed %v, changed %v\n",
+		rec.DurationMS, rec.TenantsAdded, rec.TenantsRemoved, rec.TenantsChanged)
+	if len(rec.NeedsRestart) > 0 {
+		fmt.Fprintf(stdout, "needs a restart to apply: %s\n", strings.Join(rec.NeedsRestart, ", "))
+	}
+	return 0
 }
 
 // servePprof serves net/http/pprof on a separate debug listener, never on
