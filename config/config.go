@@ -36,6 +36,9 @@ type Config struct {
 	Logging Logging `yaml:"logging"`
 	// Lua is the script engine.
 	Lua Lua `yaml:"lua"`
+	// Shared is the state shared between instances: rate limits and
+	// keystone.store.
+	Shared Shared `yaml:"shared"`
 	// Tenants are the routed applications, at least one.
 	Tenants []Tenant `yaml:"tenants"`
 
@@ -263,6 +266,13 @@ type Tenant struct {
 
 	// Headers changes request and response headers. Nil: none.
 	Headers *HeaderRules `yaml:"headers"`
+
+	// RateLimits are GCRA limits checked after auth, before the script
+	// and upstreams; a request is charged only if all of them allow it.
+	RateLimits []RateLimit `yaml:"rate_limits"`
+
+	// MaxConnsPerKey caps requests in flight per key. Nil: none.
+	MaxConnsPerKey *MaxConnsPerKey `yaml:"max_conns_per_key"`
 }
 
 // Upstream is one server a tenant proxies to.

@@ -46,6 +46,7 @@ func defaultConfig() Config {
 			AccessLog: true,
 			Output:    "stdout",
 		},
+		Shared: defaultShared(),
 		Lua: Lua{
 			MaxExecution:    Duration(50 * time.Millisecond),
 			CallStackSize:   200,
@@ -139,7 +140,9 @@ func newDefault(t reflect.Type) reflect.Value {
 	default:
 		var ok bool
 		if v, ok = authDefault(t); !ok {
-			return p
+			if v, ok = limitDefault(t); !ok {
+				return p
+			}
 		}
 	}
 	p.Elem().Set(reflect.ValueOf(v))

@@ -61,6 +61,7 @@ func validate(c *Config, d *decoder) {
 	validateAdmin(&c.Admin, d)
 	validateLogging(&c.Logging, d)
 	validateLua(&c.Lua, d)
+	validateShared(&c.Shared, d)
 	validateTenants(c, d)
 }
 
@@ -397,6 +398,7 @@ func validateTenant(c *Config, d *decoder, t *Tenant, tp string) (hosts []string
 	}
 	validateRetries(d, &t.Retries, tp+".retries")
 	validateAccess(d, t, tp)
+	validateLimits(d, t, tp)
 	return hosts, prefixOK
 }
 
