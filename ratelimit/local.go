@@ -239,3 +239,18 @@ func (s *shard) pushFront(e int32) {
 		s.tail = e
 	}
 }
+
+// Refund takes back one request of each check charged by an Allow that
+// returned true, when a later stage (a Redis-decided limit) denied the
+// request after all.
+func (l *Local) Refund(checks []Check) {
+	for i := range checks {
+		c := &checks[i]
+		s := &l.shards[shardOf(c.Key)]
+		s.mu.Lock()
+		if e, ok := s.idx[string(c.Key)]; ok {
+			s.ents[e].tat -= c.Limit.interval
+		}
+		s.mu.Unlock()
+	}
+}

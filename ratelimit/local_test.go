@@ -219,3 +219,38 @@ func BenchmarkLocalAllowTwoLimits(b *testing.B) {
 		l.Allow(time.Now().UnixNano(), checks)
 	}
 }
+
+func TestConnsCountsInFlight(t *testing.T) {
+	t.Parallel()
+	c := NewConns()
+	k := []byte("ip")
+	if !c.Acquire(k, 2) || !c.Acquire(k, 2) {
+		t.Fatal("first two requests refused")
+	}
+	if c.Acquire(k, 2) {
+		t.Fatal("third request in flight accepted with limit 2")
+	}
+	c.Release(k)
+	if !c.Acquire(k, 2) {
+		t.Fatal("refused after one finished")
+	}
+	c.Release(k)
+	c.Release(k)
+	if n := c.Len(); n != 0 {
+		t.Errorf("%d keys held with nothing in flight, want 0", n)
+	}
+}
+
+func TestLocalRefund(t *testing.T) {
+	t.Parallel()
+	l := NewLocal(LocalConfig{})
+	lim := NewLimit(1, time.Hour, 1)
+	c := []Check{{Limit: lim, Key: []byte("k")}}
+	if ok, _ := l.Allow(0, c); !ok {
+		t.Fatal("denied")
+	}
+	l.Refund(c)
+	if ok, _ := l.Allow(0, c); !ok {
+		t.Error("refunded request still charged")
+	}
+}

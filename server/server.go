@@ -63,6 +63,9 @@ type Server struct {
 
 	lnMu sync.Mutex
 	ln   net.Listener
+
+	// limits is the rate-limit state kept across snapshots (ratelimit.go).
+	limits limitRegistry
 }
 
 // New builds a server from a loaded config. It compiles every script and
@@ -213,6 +216,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if snap := s.snap.Load(); snap != nil {
 		snap.close()
 	}
+	s.limits.close()
 	if err != nil {
 		return fmt.Errorf("server: shutdown: %w", err)
 	}

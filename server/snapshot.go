@@ -53,6 +53,9 @@ type tenant struct {
 	// access is the tenant's auth, ip, cors and headers policy; nil when
 	// it has none (access.go).
 	access *auth.Policy
+	// limits are the tenant's rate_limits and max_conns_per_key, wrapped
+	// around serve; nil when it has none (ratelimit.go).
+	limits *tenantLimits
 }
 
 // build compiles cfg into a snapshot: tenant index, upstream pools, breakers,
@@ -132,6 +135,13 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 	}
 	if len(scriptErrs) > 0 {
 		return nil, errors.Join(scriptErrs...)
+	}
+	for _, t := range snap.tenants {
+		if tl := s.newTenantLimits(cfg, t.cfg); tl != nil {
+			next := t.serve
+			t.serve = func(ctx *fasthttp.RequestCtx) { tl.serve(ctx, next) }
+			t.limits = tl
+		}
 	}
 	return snap, nil
 }

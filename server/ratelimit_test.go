@@ -1,0 +1,267 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keystone-gateway/keystone/internal/redistest"
+	"github.com/valyala/fasthttp"
+)
+
+func TestRateLimitAnswers429WithRetryAfterAndHeaders(t *testing.T) {
+	t.Parallel()
+	up := startEcho(t, "up")
+	g := startGateway(t, yamlf(`
+logging: {access_log: false}
+tenants:
+  - name: api
+    path_prefix: /
+    upstreams: [{url: %q}]
+    rate_limits:
+      - {name: per-ip, key: client_ip, rate: 1, per: 1h, burst: 2}
+`, up.url()))
+	for i := range 2 {
+		resp := g.get("/x")
+		if resp.StatusCode() != 200 {
+			t.Fatalf("request %d: status %d, want 200", i+1, resp.StatusCode())
+		}
+		if got := string(resp.Header.Peek("RateLimit-Policy")); got != `"per-ip";q=1;w=3600` {
+			t.Errorf("RateLimit-Policy %q", got)
+		}
+		want := fmt.Sprintf(`"per-ip";r=%d;t=`, 1-i)
+		if got := string(resp.Header.Peek("RateLimit")); !strings.HasPrefix(got, want) {
+			t.Errorf("request %d: RateLimit %q, want prefix %q", i+1, got, want)
+		}
+	}
+	resp := g.get("/x")
+	errorBody(t, resp, http.StatusTooManyRequests, "rate_limited")
+	if got := string(resp.Header.Peek("Retry-After")); got != "3600" {
+		t.Errorf("Retry-After %q, want 3600", got)
+	}
+	if got := string(resp.Header.Peek("RateLimit")); got != `"per-ip";r=0;t=7200` {
+		t.Errorf("RateLimit on the 429: %q, want \"per-ip\";r=0;t=7200", got)
+	}
+	if got := string(resp.Header.Peek("RateLimit-Policy")); got == "" {
+		t.Error("no RateLimit-Policy on the 429")
+	}
+	if n := up.requests.Load(); n != 2 {
+		t.Errorf("upstream saw %d requests, want the 2 allowed", n)
+	}
+}
+
+func TestRateLimitKeys(t *testing.T) {
+	t.Parallel()
+	up := startEcho(t, "up")
+	g := startGateway(t, yamlf(`
+logging: {access_log: false}
+tenants:
+  - name: team
+    path_prefix: /team
+    upstreams: [{url: %[1]q}]
+    rate_limits:
+      - {name: per-team, key: "header:X-Team", rate: 1, per: 1h}
+  - name: consumer
+    path_prefix: /consumer
+    upstreams: [{url: %[1]q}]
+    auth:
+      mode: any
+      exclude_paths: [/consumer/public]
+      api_keys:
+        keys:
+          - {consumer: alice, key: alice-key-0123456789}
+          - {consumer: bob, key: bob-key-0123456789ab}
+    rate_limits:
+      - {name: per-consumer, key: consumer, rate: 1, per: 1h}
+  - name: whole
+    path_prefix: /whole
+    upstreams: [{url: %[1]q}]
+    rate_limits:
+      - {name: all, key: tenant, rate: 1, per: 1h}
+`, up.url()))
+	status := func(uri string, h ...string) int { return g.get(uri, h...).StatusCode() }
+	cases := []struct {
+		name    string
+		uri     string
+		headers []string
+		want    int
+	}{
+		{"team a, first", "/team/x", []string{"X-Team", "a"}, 200},
+		{"team a, second", "/team/x", []string{"X-Team", "a"}, 429},
+		{"team b has its own bucket", "/team/x", []string{"X-Team", "b"}, 200},
+		{"no team header counts under _none", "/team/x", nil, 200},
+		{"a second request without the header shares _none", "/team/x", nil, 429},
+		{"alice", "/consumer/x", []string{"X-API-Key", "alice-key-0123456789"}, 200},
+		{"alice again", "/consumer/x", []string{"X-API-Key", "alice-key-0123456789"}, 429},
+		{"bob has his own bucket", "/consumer/x", []string{"X-API-Key", "bob-key-0123456789ab"}, 200},
+		{"an anonymous path counts under _none", "/consumer/public", nil, 200},
+		{"a second anonymous request shares _none", "/consumer/public", nil, 429},
+		{"the tenant key is one bucket", "/whole/a", []string{"X-Team", "a"}, 200},
+		{"for every client", "/whole/b", []string{"X-Team", "b"}, 429},
+	}
+	for _, c := range cases {
+		if got := status(c.uri, c.headers...); got != c.want {
+			t.Errorf("%s: status %d, want %d", c.name, got, c.want)
+		}
+	}
+	// A wrong key is refused by auth before it is counted.
+	if got := status("/consumer/x", "X-API-Key", "wrong-key-0123456789"); got != 401 {
+		t.Errorf("bad API key: status %d, want 401", got)
+	}
+}
+
+func TestMaxConnsPerKeyCountsInFlight(t *testing.T) {
+	t.Parallel()
+	up := startEcho(t, "up")
+	release := make(chan struct{})
+	var inUpstream atomic.Int32
+	up.setHandler(func(ctx *fasthttp.RequestCtx) {
+		inUpstream.Add(1)
+		<-release
+		ctx.SetStatusCode(200)
+	})
+	g := startGateway(t, yamlf(`
+logging: {access_log: false}
+tenants:
+  - name: api
+    path_prefix: /
+    upstreams: [{url: %q}]
+    max_conns_per_key: {key: client_ip, limit: 2}
+`, up.url()))
+	var wg sync.WaitGroup
+	codes := make(chan int, 2)
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes <- g.get("/slow").StatusCode()
+		}()
+	}
+	eventually(t, 5*time.Second, "two requests in the upstream", func() bool { return inUpstream.Load() == 2 })
+	resp := g.get("/third")
+	errorBody(t, resp, http.StatusTooManyRequests, "too_many_in_flight")
+	close(release)
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 200 {
+			t.Errorf("an in-flight request got %d, want 200", c)
+		}
+	}
+	if got := g.get("/after").StatusCode(); got != 200 {
+		t.Errorf("after both finished: status %d, want 200", got)
+	}
+}
+
+// loadResult is what hammer saw.
+type loadResult struct {
+	ok, limited, unavailable, other int64
+	elapsed                         time.Duration
+	slowest                         time.Duration
+}
+
+// hammer sends GET path to the gateways at addrs from workers goroutines
+// (round robin over addrs), each pausing pause between requests, for dur,
+// and counts the answers. Each worker keeps one keep-alive connection.
+func hammer(t *testing.T, addrs []string, path string, workers int, pause, dur time.Duration, during func(elapsed time.Duration)) loadResult {
+	t.Helper()
+	var res loadResult
+	var slowest atomic.Int64
+	var ok, limited, unavailable, other atomic.Int64
+	start := time.Now()
+	stop := start.Add(dur)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			addr := addrs[w%len(addrs)]
+			c := &fasthttp.HostClient{Addr: addr, MaxIdemponentCallAttempts: 1}
+			defer c.CloseIdleConnections()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			for time.Now().Before(stop) {
+				req.SetRequestURI("http://" + addr + path)
+				t0 := time.Now()
+				err := c.DoTimeout(req, resp, 5*time.Second)
+				took := time.Since(t0)
+				for {
+					cur := slowest.Load()
+					if int64(took) <= cur || slowest.CompareAndSwap(cur, int64(took)) {
+						break
+					}
+				}
+				switch {
+				case err != nil:
+					other.Add(1)
+				case resp.StatusCode() == 200:
+					ok.Add(1)
+				case resp.StatusCode() == 429:
+					limited.Add(1)
+				case resp.StatusCode() == 503:
+					unavailable.Add(1)
+				default:
+					other.Add(1)
+				}
+				time.Sleep(pause)
+			}
+		}()
+	}
+	if during != nil {
+		during(0)
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	res.ok, res.limited, res.unavailable, res.other = ok.Load(), limited.Load(), unavailable.Load(), other.Load()
+	res.slowest = time.Duration(slowest.Load())
+	return res
+}
+
+// within reports whether got is within frac of want.
+func within(got, want, frac float64) bool { return got >= want*(1-frac) && got <= want*(1+frac) }
+
+// TestRateLimitOneInstanceIsExact loads one gateway above rate 100/s for 10s
+// and counts allowed answers: GCRA allows rate × elapsed + burst, within
+// ±2%.
+func TestRateLimitOneInstanceIsExact(t *testing.T) {
+	t.Parallel()
+	for _, store := range []string{"local", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			t.Parallel()
+			shared := "shared: {store: local}"
+			if store == "redis" {
+				srv := redistest.Start(t)
+				shared = fmt.Sprintf("shared: {store: redis, redis: {addr: %q, timeout: 500ms}}", srv.Addr)
+			}
+			up := startEcho(t, "up")
+			g := startGateway(t, yamlf(`
+logging: {access_log: false}
+%s
+tenants:
+  - name: api
+    path_prefix: /
+    upstreams: [{url: %q}]
+    rate_limits:
+      - {name: per-ip, key: client_ip, rate: 100, per: 1s, burst: 10}
+`, shared, up.url()))
+			// 4 workers, one request every 2ms each: ~4× the limit.
+			r := hammer(t, []string{g.addr}, "/x", 4, 2*time.Millisecond, 10*time.Second, nil)
+			want := 100*r.elapsed.Seconds() + 10
+			t.Logf("%s: allowed %d, limited %d, other %d in %v; want %.0f ±2%%", store, r.ok, r.limited, r.other, r.elapsed, want)
+			if r.other != 0 || r.unavailable != 0 {
+				t.Errorf("%d failed and %d unavailable answers", r.other, r.unavailable)
+			}
+			if r.limited < r.ok {
+				t.Errorf("only %d limited answers: the load was not above the limit", r.limited)
+			}
+			if !within(float64(r.ok), want, 0.02) {
+				t.Errorf("allowed %d in %v, want %.0f ±2%%", r.ok, r.elapsed, want)
+			}
+		})
+	}
+}
