@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -25,7 +26,10 @@ var ErrUnavailable = errors.New("ratelimit: redis unavailable (breaker open)")
 // KEYS are the buckets; ARGV[2i-1] and ARGV[2i] are key i's interval and
 // tolerance; ARGV[2n+1] is the charge: -1 decides (every key must allow,
 // then every key is charged one), n >= 0 adds n to every key without
-// deciding (local_first reconciliation), 0 only reads. Each key is stored as its TAT
+// deciding (local_first reconciliation), 0 only reads; then ARGV[2n+2] is
+// the age in µs of the oldest request charged: the charge starts then, not
+// now, as those requests did (charging them at now would forget the time
+// since and under-admit by up to one sync interval's worth). Each key is stored as its TAT
 // and expires when its bucket is full again, so idle keys cost nothing.
 //
 // It returns {allowed, wait, reset_1, ..., reset_n}: allowed 1 or 0, wait
@@ -37,13 +41,15 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = #KEYS
 local charge = tonumber(ARGV[2*n+1])
 local decide = charge < 0
+local base = now
+if not decide then base = now - tonumber(ARGV[2*n+2]) end
 local olds, news = {}, {}
 local wait = 0
 for i = 1, n do
   local iv = tonumber(ARGV[2*i-1])
   local tol = tonumber(ARGV[2*i])
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
-  if tat < now then tat = now end
+  if tat < base then tat = base end
   olds[i] = tat
   if decide then
     news[i] = tat + iv
@@ -56,7 +62,7 @@ end
 local write = wait <= 0 and (decide or charge > 0)
 for i = 1, n do
   if write then
-    local ttl = math.ceil((news[i] - now) / 1000) + 1
+    local ttl = math.max(math.ceil((news[i] - now) / 1000), 0) + 1
     redis.call('SET', KEYS[i], string.format('%.0f', news[i]), 'PX', ttl)
   end
 end
@@ -200,6 +206,12 @@ func (r *Redis) Do(fn func(ctx context.Context, c redis.UniversalClient) error) 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	err := fn(ctx, r.c)
+	if err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil && !isTimeout(err) {
+		// A pooled connection that died with a restarted Redis fails
+		// at once (EOF, reset): try once more, on a fresh connection,
+		// within the same deadline.
+		err = fn(ctx, r.c)
+	}
 	cancel()
 	failed := err != nil && !errors.Is(err, redis.Nil)
 	if failed {
@@ -212,6 +224,11 @@ func (r *Redis) Do(fn func(ctx context.Context, c redis.UniversalClient) error) 
 	return nil
 }
 
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
 // RedisKey is the Redis key of a bucket: "ks:rl:" and the check's key.
 // Gateways build check keys as "{tenant}:limit:value", so in a Redis
 // Cluster every bucket of a tenant is in one hash slot and one script call
@@ -222,7 +239,7 @@ func RedisKey(key []byte) string { return "ks:rl:" + string(key) }
 // after Redis restarted without the script). The error is ErrUnavailable,
 // or the command's error; checks are then left unreported.
 func (r *Redis) Allow(checks []Check) (allowed bool, retryAfter int64, err error) {
-	res, err := r.run(checks, -1)
+	res, err := r.run(checks, -1, 0)
 	if err != nil {
 		return false, 0, err
 	}
@@ -236,11 +253,12 @@ func (r *Redis) Allow(checks []Check) (allowed bool, retryAfter int64, err error
 	return allowed, res[1] * 1000, nil
 }
 
-// Charge adds n requests to every check's key without deciding and
-// returns each key's reset (its TAT minus now, on Redis's clock) in
-// resets. It is the local_first reconciliation; n may be 0 to only read.
-func (r *Redis) Charge(checks []Check, n int64, resets []int64) error {
-	res, err := r.run(checks, max(n, 0))
+// Charge adds n requests made over the last age to every check's key
+// without deciding, and returns each key's reset (its TAT minus now, on
+// Redis's clock; negative when the bucket is full) in resets. It is the
+// local_first reconciliation; n may be 0 to only read.
+func (r *Redis) Charge(checks []Check, n int64, age time.Duration, resets []int64) error {
+	res, err := r.run(checks, max(n, 0), max(age.Microseconds(), 0))
 	if err != nil {
 		return err
 	}
@@ -250,19 +268,19 @@ func (r *Redis) Charge(checks []Check, n int64, resets []int64) error {
 	return nil
 }
 
-func (r *Redis) run(checks []Check, charge int64) ([]int64, error) {
+func (r *Redis) run(checks []Check, charge, age int64) ([]int64, error) {
 	if len(checks) > MaxChecks {
 		return nil, ErrTooManyChecks
 	}
 	keys := make([]string, len(checks))
-	args := make([]any, 0, 2*len(checks)+1)
+	args := make([]any, 0, 2*len(checks)+2)
 	for i := range checks {
 		c := &checks[i]
 		keys[i] = RedisKey(c.Key)
 		iv := max(c.Limit.interval/1000, 1)
 		args = append(args, iv, c.Limit.Burst*iv)
 	}
-	args = append(args, charge)
+	args = append(args, charge, age)
 	var res []int64
 	err := r.Do(func(ctx context.Context, c redis.UniversalClient) error {
 		v, err := r.script.Run(ctx, c, keys, args...).Int64Slice()

@@ -67,10 +67,10 @@ func TestRedisChargesOnlyWhenEveryLimitAllows(t *testing.T) {
 	}
 	// Charge adds without deciding; 0 only reads.
 	resets := make([]int64, 1)
-	if err := r.Charge(c, 0, resets); err != nil || time.Duration(resets[0]) < 2*time.Hour-time.Minute {
+	if err := r.Charge(c, 0, 0, resets); err != nil || time.Duration(resets[0]) < 2*time.Hour-time.Minute {
 		t.Errorf("read: reset %v err %v, want about 2h", time.Duration(resets[0]), err)
 	}
-	if err := r.Charge(c, 200, resets); err != nil || time.Duration(resets[0]) < 202*time.Hour-time.Minute {
+	if err := r.Charge(c, 200, 0, resets); err != nil || time.Duration(resets[0]) < 202*time.Hour-time.Minute {
 		t.Errorf("charge 200: reset %v err %v, want about 202h", time.Duration(resets[0]), err)
 	}
 }

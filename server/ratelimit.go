@@ -423,6 +423,12 @@ type syncer struct {
 	mu      sync.Mutex
 	pending map[string]*pendingKey
 
+	// worst is the longest time between two reconciliations of one key
+	// seen, ns: sync, stretched by the tick, Redis round trips and
+	// scheduling. The local_first overshoot bound is in terms of it.
+	// Written by run, read by admin and tests.
+	worst atomic.Int64
+
 	done chan struct{}
 	wg   sync.WaitGroup
 }
@@ -431,7 +437,9 @@ type pendingKey struct {
 	lim   ratelimit.Limit
 	every int64 // sync interval, ns
 	next  int64 // when to sync next, unix ns
+	last  int64 // when it was last synced, unix ns; 0: never
 	n     int64 // requests allowed since the last sync
+	first int64 // when the first of them was, unix ns
 	idle  bool  // no request since the last sync
 }
 
@@ -456,6 +464,9 @@ func (s *syncer) add(key []byte, lim ratelimit.Limit, every time.Duration) {
 		p = &pendingKey{lim: lim, every: int64(every)}
 		s.pending[string(key)] = p
 	}
+	if p.n == 0 {
+		p.first = time.Now().UnixNano()
+	}
 	p.n++
 	p.idle = false
 	s.mu.Unlock()
@@ -476,9 +487,10 @@ func (s *syncer) run() {
 	t := time.NewTicker(syncTick)
 	defer t.Stop()
 	type due struct {
-		key string
-		p   *pendingKey
-		n   int64
+		key   string
+		p     *pendingKey
+		n     int64
+		first int64
 	}
 	var batch []due
 	for {
@@ -498,19 +510,32 @@ func (s *syncer) run() {
 				delete(s.pending, k)
 				continue
 			}
-			batch = append(batch, due{k, p, p.n})
+			batch = append(batch, due{k, p, p.n, p.first})
 			p.n, p.idle, p.next = 0, true, now+p.every
+			if p.last != 0 && now-p.last > s.worst.Load() {
+				s.worst.Store(now - p.last)
+			}
+			p.last = now
 		}
 		s.mu.Unlock()
 		var resets [1]int64
 		for _, d := range batch {
 			c := []ratelimit.Check{{Limit: d.p.lim, Key: []byte(d.key)}}
-			if err := s.redis.Charge(c, d.n, resets[:]); err != nil {
+			age := time.Duration(0)
+			if d.n > 0 {
+				age = time.Duration(now - d.first)
+			}
+			if err := s.redis.Charge(c, d.n, age, resets[:]); err != nil {
 				if !errors.Is(err, ratelimit.ErrUnavailable) {
 					s.log.Warn("rate limit sync failed", "component", "ratelimit", "error", err.Error())
 				}
 				// Keep the count for the next sync.
 				s.mu.Lock()
+				if d.p.n == 0 {
+					d.p.first = d.first
+				} else {
+					d.p.first = min(d.p.first, d.first)
+				}
 				d.p.n += d.n
 				d.p.idle = false
 				s.mu.Unlock()
@@ -522,7 +547,7 @@ func (s *syncer) run() {
 			extra := d.p.n
 			s.mu.Unlock()
 			now := time.Now().UnixNano()
-			s.local.SetTAT(now, c[0].Key, now+resets[0]+extra*d.p.lim.Interval().Nanoseconds())
+			s.local.SetTAT(now, c[0].Key, now+max(resets[0], 0)+extra*d.p.lim.Interval().Nanoseconds())
 		}
 	}
 }

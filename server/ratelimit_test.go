@@ -265,3 +265,113 @@ tenants:
 		})
 	}
 }
+
+// TestRateLimitTwoInstancesShareRedis runs two gateways on one Redis, loads
+// both above the limit for 10s and counts what both allowed together:
+// strict within ±5% of rate × elapsed + burst; local_first within the
+// bound docs/configuration.md states, burst + N × (rate × interval +
+// burst) above it where interval is the longest time between two
+// reconciliations the instances saw, and not below 95% of it. It runs
+// alone (not parallel): it measures accuracy, which CPU starvation blurs.
+func TestRateLimitTwoInstancesShareRedis(t *testing.T) {
+	for _, mode := range []string{"strict", "local_first"} {
+		t.Run(mode, func(t *testing.T) {
+			srv := redistest.Start(t)
+			up := startEcho(t, "up")
+			yaml := yamlf(`
+logging: {access_log: false}
+shared: {store: redis, redis: {addr: %q, timeout: 500ms}}
+tenants:
+  - name: api
+    path_prefix: /
+    upstreams: [{url: %q}]
+    rate_limits:
+      - {name: whole, key: tenant, rate: 100, per: 1s, burst: 10, mode: %s, sync: 100ms}
+`, srv.Addr, up.url(), mode)
+			a, b := startGateway(t, yaml), startGateway(t, yaml)
+			r := hammer(t, []string{a.addr, b.addr}, "/x", 4, 2*time.Millisecond, 10*time.Second, nil)
+			base := 100*r.elapsed.Seconds() + 10
+			t.Logf("%s: allowed %d, limited %d, other %d in %v; rate × elapsed + burst = %.0f", mode, r.ok, r.limited, r.other, r.elapsed, base)
+			if r.other != 0 || r.unavailable != 0 {
+				t.Errorf("%d failed and %d unavailable answers", r.other, r.unavailable)
+			}
+			switch mode {
+			case "strict":
+				if !within(float64(r.ok), base, 0.05) {
+					t.Errorf("allowed %d, want %.0f ±5%%", r.ok, base)
+				}
+			case "local_first":
+				worst := time.Duration(max(a.srv.limits.syncer.worst.Load(), b.srv.limits.syncer.worst.Load()))
+				bound := base + 2*(100*worst.Seconds()+10)
+				t.Logf("longest interval between reconciliations: %v; bound %.0f", worst, bound)
+				if float64(r.ok) > bound || float64(r.ok) < 0.95*base {
+					t.Errorf("allowed %d, want between %.0f and the documented bound %.0f", r.ok, 0.95*base, bound)
+				}
+			}
+		})
+	}
+}
+
+// TestRateLimitRedisKilledAndRestarted kills Redis 1s into a load run and
+// restarts it 2s later: while it is down on_error decides (deny: 503,
+// allow: 200), no request takes longer than timeout plus a small slack,
+// and limiting resumes without restarting the gateway. It runs alone: it
+// asserts latencies.
+func TestRateLimitRedisKilledAndRestarted(t *testing.T) {
+	for _, onError := range []string{"deny", "allow"} {
+		t.Run(onError, func(t *testing.T) {
+			srv := redistest.Start(t)
+			up := startEcho(t, "up")
+			const timeout = 100 * time.Millisecond
+			g := startGateway(t, yamlf(`
+logging: {access_log: false}
+shared: {store: redis, redis: {addr: %q, timeout: %s, on_error: %s}}
+tenants:
+  - name: api
+    path_prefix: /
+    upstreams: [{url: %q}]
+    rate_limits:
+      - {name: per-ip, key: client_ip, rate: 50, per: 1s, burst: 5}
+`, srv.Addr, timeout, onError, up.url()))
+			var phases [3]loadResult
+			phases[0] = hammer(t, []string{g.addr}, "/x", 2, 5*time.Millisecond, time.Second, nil)
+			srv.Kill()
+			phases[1] = hammer(t, []string{g.addr}, "/x", 2, 5*time.Millisecond, 2*time.Second, nil)
+			srv.Restart()
+			// The breaker lets a probe through 1s after it last
+			// opened; the first request after that closes it.
+			recovered := time.Now()
+			eventually(t, 5*time.Second, "limiting resumes after Redis restarts", func() bool {
+				c := g.get("/x").StatusCode()
+				return c == 200 || c == 429
+			})
+			t.Logf("recovered %v after the restart", time.Since(recovered))
+			phases[2] = hammer(t, []string{g.addr}, "/x", 2, 5*time.Millisecond, 2*time.Second, nil)
+			for i, p := range phases {
+				t.Logf("phase %d: ok %d limited %d unavailable %d other %d slowest %v", i, p.ok, p.limited, p.unavailable, p.other, p.slowest)
+				if p.slowest > timeout+100*time.Millisecond {
+					t.Errorf("phase %d: slowest request %v, want at most timeout %v plus 100ms", i, p.slowest, timeout)
+				}
+				if p.other != 0 {
+					t.Errorf("phase %d: %d failed answers", i, p.other)
+				}
+			}
+			for _, i := range []int{0, 2} {
+				if p := phases[i]; p.limited == 0 || p.unavailable != 0 {
+					t.Errorf("phase %d with Redis up: %d limited, %d unavailable; want limiting and no 503", i, p.limited, p.unavailable)
+				}
+			}
+			down := phases[1]
+			switch onError {
+			case "deny":
+				if down.unavailable == 0 || down.ok != 0 {
+					t.Errorf("Redis down, on_error deny: %d allowed, %d 503; want only 503", down.ok, down.unavailable)
+				}
+			case "allow":
+				if down.ok == 0 || down.unavailable != 0 || down.limited != 0 {
+					t.Errorf("Redis down, on_error allow: %d allowed, %d limited, %d 503; want every request allowed", down.ok, down.limited, down.unavailable)
+				}
+			}
+		})
+	}
+}
