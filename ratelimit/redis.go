@@ -197,7 +197,8 @@ func (r *Redis) Stats() RedisStats {
 
 // Do runs fn as one command (or pipeline) under the breaker and the
 // timeout: ErrUnavailable while the breaker is open, fn's error otherwise.
-// redis.Nil is a success.
+// redis.Nil (a missing key) and error replies are returned but count as
+// Redis answering.
 func (r *Redis) Do(fn func(ctx context.Context, c redis.UniversalClient) error) error {
 	tok, ok := r.br.Allow()
 	if !ok {
@@ -213,15 +214,15 @@ func (r *Redis) Do(fn func(ctx context.Context, c redis.UniversalClient) error) 
 		err = fn(ctx, r.c)
 	}
 	cancel()
-	failed := err != nil && !errors.Is(err, redis.Nil)
+	// An error reply (WRONGTYPE, "not an integer") is Redis answering:
+	// only a command that got no answer counts against the breaker.
+	var reply redis.Error
+	failed := err != nil && !errors.Is(err, redis.Nil) && !errors.As(err, &reply)
 	if failed {
 		r.errors.Add(1)
 	}
 	r.br.Done(tok, !failed)
-	if failed {
-		return err
-	}
-	return nil
+	return err
 }
 
 func isTimeout(err error) bool {

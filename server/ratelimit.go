@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/keystone-gateway/keystone/admin"
 	"github.com/keystone-gateway/keystone/config"
 	"github.com/keystone-gateway/keystone/ratelimit"
 	"github.com/valyala/fasthttp"
@@ -550,4 +551,26 @@ func (s *syncer) run() {
 			s.local.SetTAT(now, c[0].Key, now+max(resets[0], 0)+extra*d.p.lim.Interval().Nanoseconds())
 		}
 	}
+}
+
+// limitsStatus is a tenant's admin "limits" object; nil when it has no
+// limits.
+func (s *Server) limitsStatus(t *tenant) *admin.Limits {
+	tl := t.limits
+	if tl == nil {
+		return nil
+	}
+	st := &admin.Limits{Store: "local", LocalKeys: tl.local.Len(), OnError: tl.onError.Load(), ScriptStoreKeys: s.scriptStoreKeys(t.cfg.Name)}
+	if tl.conns != nil {
+		st.InFlightKeys = tl.conns.Len()
+	}
+	if tl.redis != nil {
+		st.Store = "redis"
+		rs := tl.redis.Stats()
+		st.Redis = &admin.RedisStatus{Breaker: rs.Breaker, Errors: rs.Errors, FastFails: rs.FastFails}
+		if tl.syncer != nil {
+			st.Redis.SyncIntervalMaxMS = float64(tl.syncer.worst.Load()) / 1e6
+		}
+	}
+	return st
 }

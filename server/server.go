@@ -223,18 +223,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// store returns the keystone.store of a tenant, creating it once.
-func (s *Server) store(tenant string) luavm.Store {
-	s.storesMu.Lock()
-	defer s.storesMu.Unlock()
-	st, ok := s.stores[tenant]
-	if !ok {
-		st = luavm.NewMemoryStore()
-		s.stores[tenant] = st
-	}
-	return st
-}
-
 // handle is the pipeline; see the package doc.
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	rs := acquireState()
