@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -110,6 +111,19 @@ type Redis struct {
 	fastFails atomic.Uint64
 }
 
+// clientLog routes go-redis's own messages (dial failures, pool events),
+// which it prints as plain text to stderr by default, into the slog logger
+// at debug level: failures are counted and the breaker's transitions
+// logged at warn. go-redis has one process-wide logger, so the first
+// NewRedis sets it.
+var clientLog sync.Once
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Debug(fmt.Sprintf(format, v...), "component", "ratelimit")
+}
+
 // NewRedis returns a Redis store. It does not connect: connections are
 // made as commands need them, so a gateway starts while Redis is down.
 func NewRedis(c RedisConfig) *Redis {
@@ -119,6 +133,7 @@ func NewRedis(c RedisConfig) *Redis {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	clientLog.Do(func() { redis.SetLogger(redisLogger{c.Logger}) })
 	var tlsConf *tls.Config
 	if c.TLS {
 		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}

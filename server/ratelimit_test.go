@@ -167,7 +167,7 @@ type loadResult struct {
 // hammer sends GET path to the gateways at addrs from workers goroutines
 // (round robin over addrs), each pausing pause between requests, for dur,
 // and counts the answers. Each worker keeps one keep-alive connection.
-func hammer(t *testing.T, addrs []string, path string, workers int, pause, dur time.Duration, during func(elapsed time.Duration)) loadResult {
+func hammer(t *testing.T, addrs []string, path string, workers int, pause, dur time.Duration) loadResult {
 	t.Helper()
 	var res loadResult
 	var slowest atomic.Int64
@@ -212,9 +212,6 @@ func hammer(t *testing.T, addrs []string, path string, workers int, pause, dur t
 			}
 		}()
 	}
-	if during != nil {
-		during(0)
-	}
 	wg.Wait()
 	res.elapsed = time.Since(start)
 	res.ok, res.limited, res.unavailable, res.other = ok.Load(), limited.Load(), unavailable.Load(), other.Load()
@@ -227,9 +224,12 @@ func within(got, want, frac float64) bool { return got >= want*(1-frac) && got <
 
 // TestRateLimitOneInstanceIsExact loads one gateway above rate 100/s for 10s
 // and counts allowed answers: GCRA allows rate × elapsed + burst, within
-// ±2%.
+// ±2%. The load is a few hundred requests a second, 2-4× the limit: a
+// burst of 20 (200ms at the rate) absorbs the clients' scheduling gaps.
+// It runs before the package's parallel tests, not among them: it
+// measures accuracy, which CPU starvation blurs, and its load would
+// starve them.
 func TestRateLimitOneInstanceIsExact(t *testing.T) {
-	t.Parallel()
 	for _, store := range []string{"local", "redis"} {
 		t.Run(store, func(t *testing.T) {
 			t.Parallel()
@@ -247,11 +247,10 @@ tenants:
     path_prefix: /
     upstreams: [{url: %q}]
     rate_limits:
-      - {name: per-ip, key: client_ip, rate: 100, per: 1s, burst: 10}
+      - {name: per-ip, key: client_ip, rate: 100, per: 1s, burst: 20}
 `, shared, up.url()))
-			// 4 workers, one request every 2ms each: ~4× the limit.
-			r := hammer(t, []string{g.addr}, "/x", 4, 2*time.Millisecond, 10*time.Second, nil)
-			want := 100*r.elapsed.Seconds() + 10
+			r := hammer(t, []string{g.addr}, "/x", 2, 4*time.Millisecond, 10*time.Second)
+			want := 100*r.elapsed.Seconds() + 20
 			t.Logf("%s: allowed %d, limited %d, other %d in %v; want %.0f ±2%%", store, r.ok, r.limited, r.other, r.elapsed, want)
 			if r.other != 0 || r.unavailable != 0 {
 				t.Errorf("%d failed and %d unavailable answers", r.other, r.unavailable)
@@ -286,11 +285,11 @@ tenants:
     path_prefix: /
     upstreams: [{url: %q}]
     rate_limits:
-      - {name: whole, key: tenant, rate: 100, per: 1s, burst: 10, mode: %s, sync: 100ms}
+      - {name: whole, key: tenant, rate: 100, per: 1s, burst: 20, mode: %s, sync: 100ms}
 `, srv.Addr, up.url(), mode)
 			a, b := startGateway(t, yaml), startGateway(t, yaml)
-			r := hammer(t, []string{a.addr, b.addr}, "/x", 4, 2*time.Millisecond, 10*time.Second, nil)
-			base := 100*r.elapsed.Seconds() + 10
+			r := hammer(t, []string{a.addr, b.addr}, "/x", 4, 4*time.Millisecond, 10*time.Second)
+			base := 100*r.elapsed.Seconds() + 20
 			t.Logf("%s: allowed %d, limited %d, other %d in %v; rate × elapsed + burst = %.0f", mode, r.ok, r.limited, r.other, r.elapsed, base)
 			if r.other != 0 || r.unavailable != 0 {
 				t.Errorf("%d failed and %d unavailable answers", r.other, r.unavailable)
@@ -302,7 +301,7 @@ tenants:
 				}
 			case "local_first":
 				worst := time.Duration(max(a.srv.limits.syncer.worst.Load(), b.srv.limits.syncer.worst.Load()))
-				bound := base + 2*(100*worst.Seconds()+10)
+				bound := base + 2*(100*worst.Seconds()+20)
 				t.Logf("longest interval between reconciliations: %v; bound %.0f", worst, bound)
 				if float64(r.ok) > bound || float64(r.ok) < 0.95*base {
 					t.Errorf("allowed %d, want between %.0f and the documented bound %.0f", r.ok, 0.95*base, bound)
@@ -334,9 +333,9 @@ tenants:
       - {name: per-ip, key: client_ip, rate: 50, per: 1s, burst: 5}
 `, srv.Addr, timeout, onError, up.url()))
 			var phases [3]loadResult
-			phases[0] = hammer(t, []string{g.addr}, "/x", 2, 5*time.Millisecond, time.Second, nil)
+			phases[0] = hammer(t, []string{g.addr}, "/x", 2, 5*time.Millisecond, time.Second)
 			srv.Kill()
-			phases[1] = hammer(t, []string{g.addr}, "/x", 2, 5*time.Millisecond, 2*time.Second, nil)
+			phases[1] = hammer(t, []string{g.addr}, "/x", 2, 5*time.Millisecond, 2*time.Second)
 			srv.Restart()
 			// The breaker lets a probe through 1s after it last
 			// opened; the first request after that closes it.
@@ -346,7 +345,7 @@ tenants:
 				return c == 200 || c == 429
 			})
 			t.Logf("recovered %v after the restart", time.Since(recovered))
-			phases[2] = hammer(t, []string{g.addr}, "/x", 2, 5*time.Millisecond, 2*time.Second, nil)
+			phases[2] = hammer(t, []string{g.addr}, "/x", 2, 5*time.Millisecond, 2*time.Second)
 			for i, p := range phases {
 				t.Logf("phase %d: ok %d limited %d unavailable %d other %d slowest %v", i, p.ok, p.limited, p.unavailable, p.other, p.slowest)
 				if p.slowest > timeout+100*time.Millisecond {

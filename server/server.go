@@ -105,6 +105,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 func Check(cfg *config.Config) error {
 	s := &Server{log: slog.New(slog.DiscardHandler), stores: make(map[string]luavm.Store)}
 	snap, err := s.build(cfg)
+	s.limits.close()
 	if err != nil {
 		return err
 	}
