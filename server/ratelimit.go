@@ -21,9 +21,9 @@ import (
 
 // Error codes of the rate-limit stage.
 const (
-	codeRateLimited        = "rate_limited"
-	codeTooManyInFlight    = "too_many_in_flight"
-	codeRateLimitUnavailbl = "rate_limit_unavailable"
+	codeRateLimited      = "rate_limited"
+	codeTooManyInFlight  = "too_many_in_flight"
+	codeLimitUnavailable = "rate_limit_unavailable"
 )
 
 // noneKey is the key a request counts under when its key is empty (no
@@ -335,9 +335,10 @@ func (tl *tenantLimits) serve(ctx *fasthttp.RequestCtx, next fasthttp.RequestHan
 
 	allowed, retry, failed := tl.decide(checks)
 	if failed && tl.deny {
-		rs.errKind = codeRateLimitUnavailbl
-		writeError(ctx, rs.reqID, fasthttp.StatusServiceUnavailable, codeRateLimitUnavailbl, "rate limit store unavailable")
+		rs.errKind = codeLimitUnavailable
+		writeError(ctx, rs.reqID, fasthttp.StatusServiceUnavailable, codeLimitUnavailable, "rate limit store unavailable")
 		ctx.Response.Header.SetCanonical(headerRetryAfter, []byte("1"))
+		tl.setHeaders(&ctx.Response.Header, checks, false, sc)
 		return
 	}
 	if !allowed {
