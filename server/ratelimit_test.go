@@ -374,3 +374,60 @@ tenants:
 		})
 	}
 }
+
+// FuzzLimitKey builds bucket keys from arbitrary header values: never a
+// panic, never a key longer than the prefix plus maxKeyValue plus a hash,
+// an empty value is "_none", a short value is the key as it is.
+func FuzzLimitKey(f *testing.F) {
+	for _, s := range []string{"", "team-a", strings.Repeat("x", 500), "\x00\xff", "_none"} {
+		f.Add(s)
+	}
+	k := parseLimitKey("header:X-Team")
+	prefix := []byte("{api}:per-team:")
+	f.Fuzz(func(t *testing.T, v string) {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.Set("X-Team", v)
+		var rs reqState
+		key := k.appendValue(append([]byte(nil), prefix...), &ctx, &rs)
+		if len(key) > len(prefix)+maxKeyValue+17 {
+			t.Fatalf("key of %d bytes from a %d-byte value", len(key), len(v))
+		}
+		got := string(ctx.Request.Header.Peek("X-Team"))
+		switch {
+		case got == "" && string(key[len(prefix):]) != noneKey:
+			t.Fatalf("empty value keyed %q, want %q", key[len(prefix):], noneKey)
+		case got != "" && len(got) <= maxKeyValue && string(key[len(prefix):]) != got:
+			t.Fatalf("value %q keyed %q", got, key[len(prefix):])
+		}
+	})
+}
+
+// TestRateLimitsSurviveARebuild publishes a new snapshot built from the same
+// config (what a reload does): buckets live in the server's registry, so
+// a client that spent its limit stays limited.
+func TestRateLimitsSurviveARebuild(t *testing.T) {
+	t.Parallel()
+	up := startEcho(t, "up")
+	g := startGateway(t, yamlf(`
+logging: {access_log: false}
+tenants:
+  - name: api
+    path_prefix: /
+    upstreams: [{url: %q}]
+    rate_limits:
+      - {name: per-ip, key: client_ip, rate: 1, per: 1h}
+`, up.url()))
+	if c := g.get("/x").StatusCode(); c != 200 {
+		t.Fatalf("first request: %d", c)
+	}
+	old := g.srv.snap.Load()
+	snap, err := g.srv.build(old.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.srv.snap.Store(snap)
+	old.close()
+	if c := g.get("/x").StatusCode(); c != 429 {
+		t.Errorf("after the rebuild: status %d, want 429 (the bucket survived)", c)
+	}
+}
