@@ -38,7 +38,7 @@ type Tenant struct {
 	Script      string     `json:"script,omitempty"`
 	Upstreams   []Upstream `json:"upstreams"`
 	// Limits is the state of the tenant's rate_limits, max_conns_per_key
-	// and keystone.store; nil when it has none of them.
+	// and keystone.store; absent when it has no limits and no script.
 	Limits *Limits `json:"limits,omitempty"`
 }
 
@@ -57,7 +57,8 @@ type Limits struct {
 	// because Redis did not answer.
 	OnError uint64 `json:"on_error"`
 	// ScriptStoreKeys is the number of keys in the tenant's local
-	// keystone.store (-1 when the store is Redis).
+	// keystone.store (bounded by shared.local_max_keys); -1 when the store
+	// is Redis.
 	ScriptStoreKeys int `json:"script_store_keys"`
 	// Redis is the Redis client's state with shared.store redis.
 	Redis *RedisStatus `json:"redis,omitempty"`

@@ -554,19 +554,28 @@ func (s *syncer) run() {
 	}
 }
 
-// limitsStatus is a tenant's admin "limits" object; nil when it has no
-// limits.
+// limitsStatus is a tenant's admin "limits" object: its rate limits and
+// its script's keystone.store; nil when it has neither.
 func (s *Server) limitsStatus(t *tenant) *admin.Limits {
 	tl := t.limits
-	if tl == nil {
+	if tl == nil && t.script == nil {
 		return nil
 	}
-	st := &admin.Limits{Store: "local", LocalKeys: tl.local.Len(), OnError: tl.onError.Load(), ScriptStoreKeys: s.scriptStoreKeys(t.cfg.Name)}
-	if tl.conns != nil {
-		st.InFlightKeys = tl.conns.Len()
+	st := &admin.Limits{Store: s.snap.Load().cfg.Shared.Store, ScriptStoreKeys: s.scriptStoreKeys(t.cfg.Name)}
+	s.limits.mu.Lock()
+	local, conns := s.limits.local, s.limits.conns
+	s.limits.mu.Unlock()
+	if local != nil {
+		st.LocalKeys = local.Len()
 	}
+	if conns != nil {
+		st.InFlightKeys = conns.Len()
+	}
+	if tl == nil {
+		return st
+	}
+	st.OnError = tl.onError.Load()
 	if tl.redis != nil {
-		st.Store = "redis"
 		rs := tl.redis.Stats()
 		st.Redis = &admin.RedisStatus{Breaker: rs.Breaker, Errors: rs.Errors, FastFails: rs.FastFails}
 		if tl.syncer != nil {

@@ -139,3 +139,18 @@ func TestScriptStoreLocalIsBounded(t *testing.T) {
 		t.Errorf("admin tenants lacks the limits object: %s", adm.Body())
 	}
 }
+
+func TestAdminShowsTheScriptStoreOfATenantWithoutLimits(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, sharedYAML(""), "scripts/shared.lua", sharedLua)
+	for i := range 3 {
+		body(t, g, fmt.Sprintf("/other/set/k%d?v=x", i))
+	}
+	st := g.srv.limitsStatus(g.srv.snap.Load().byName["other"])
+	if st == nil || st.ScriptStoreKeys != 3 || st.Store != "local" {
+		t.Errorf("admin limits %+v, want the local store with 3 keys", st)
+	}
+	if adm := string(g.get("/admin/tenants").Body()); !strings.Contains(adm, `"script_store_keys": 3`) && !strings.Contains(adm, `"script_store_keys":3`) {
+		t.Errorf("/admin/tenants does not show the 3 keys: %s", adm)
+	}
+}
