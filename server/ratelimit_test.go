@@ -323,7 +323,9 @@ func TestRateLimitRedisKilledAndRestarted(t *testing.T) {
 		t.Run(onError, func(t *testing.T) {
 			srv := redistest.Start(t)
 			up := startEcho(t, "up")
-			const timeout = 100 * time.Millisecond
+			// Above what a Redis on a loaded 2-core machine takes, so a
+			// failure is Redis being gone, not the machine being slow.
+			const timeout = 200 * time.Millisecond
 			g := startGateway(t, yamlf(`
 logging: {access_log: false}
 shared: {store: redis, redis: {addr: %q, timeout: %s, on_error: %s}}
@@ -339,12 +341,14 @@ tenants:
 			srv.Kill()
 			phases[1] = hammer(t, []string{g.addr}, "/x", 2, 5*time.Millisecond, 2*time.Second)
 			srv.Restart()
-			// The breaker lets a probe through 1s after it last
-			// opened; the first request after that closes it.
+			// Requests go on (on_error decides them) until one finds
+			// the breaker due for a probe (1s after it last opened) and
+			// Redis answers it, which closes the breaker.
 			recovered := time.Now()
-			eventually(t, 5*time.Second, "limiting resumes after Redis restarts", func() bool {
-				c := g.get("/x").StatusCode()
-				return c == 200 || c == 429
+			eventually(t, 5*time.Second, "the Redis breaker to close after the restart", func() bool {
+				g.get("/x")
+				st := g.srv.limitsStatus(g.srv.snap.Load().byName["api"])
+				return st.Redis.Breaker == "closed"
 			})
 			t.Logf("recovered %v after the restart", time.Since(recovered))
 			phases[2] = hammer(t, []string{g.addr}, "/x", 2, 5*time.Millisecond, 2*time.Second)
@@ -358,8 +362,16 @@ tenants:
 				}
 			}
 			for _, i := range []int{0, 2} {
-				if p := phases[i]; p.limited == 0 || p.unavailable != 0 {
-					t.Errorf("phase %d with Redis up: %d limited, %d unavailable; want limiting and no 503", i, p.limited, p.unavailable)
+				// A command slower than the timeout on a starved
+				// machine is a Redis failure too: allow 1% of them.
+				p := phases[i]
+				if total := p.ok + p.limited + p.unavailable; p.limited == 0 || p.unavailable*100 > total {
+					t.Errorf("phase %d with Redis up: %d limited, %d unavailable of %d; want limiting and at most 1%% 503", i, p.limited, p.unavailable, total)
+				}
+				// Redis decides, not on_error: at most rate × elapsed +
+				// burst allowed (the restarted Redis starts empty).
+				if most := 50*p.elapsed.Seconds() + 5 + 1; float64(p.ok) > most {
+					t.Errorf("phase %d with Redis up: %d allowed in %v, want at most %.0f", i, p.ok, p.elapsed, most)
 				}
 			}
 			down := phases[1]
