@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Keystone's tests as CI does: the whole suite under the race
 # detector, then the allocation budgets, which run without it (the race
-# runtime allocates on its own and would spoil them).
+# runtime allocates on its own and would spoil them), then the deployment
+# manifests' module.
 #
 # -race needs cgo, and cgo a C compiler, which Go does not ship. On a
 # fresh Debian machine this script installs one when it may (as root, or
@@ -28,3 +29,6 @@ fi
 
 go test -race ./...
 go test -run Alloc ./...
+# deploy/ is a module of its own (the Kubernetes API types its manifest
+# tests decode into stay out of the gateway's dependencies).
+(cd deploy && go test ./...)

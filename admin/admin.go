@@ -46,6 +46,9 @@ type Tenant struct {
 	Upgraded int `json:"upgraded_connections"`
 	// Lua is the script's VM pool, for a tenant with a script.
 	Lua *Lua `json:"lua,omitempty"`
+	// Limits is the state of the tenant's rate_limits, max_conns_per_key
+	// and keystone.store; absent when it has no limits and no script.
+	Limits *Limits `json:"limits,omitempty"`
 }
 
 // Lua is the live state of one tenant script's VMs and request threads.
@@ -73,6 +76,42 @@ type Lua struct {
 	VMWaits        uint64  `json:"vm_waits"`
 	VMWaitSeconds  float64 `json:"vm_wait_seconds"`
 	VMWaitTimeouts uint64  `json:"vm_wait_timeouts"`
+}
+
+// Limits is the shared-state side of a tenant: rate limits and the script
+// store.
+type Limits struct {
+	// Store is local or redis (shared.store).
+	Store string `json:"store"`
+	// LocalKeys is the number of rate-limit buckets in this instance's
+	// memory, every tenant's together (bounded by shared.local_max_keys).
+	LocalKeys int `json:"local_keys"`
+	// InFlightKeys is the number of max_conns_per_key keys with requests
+	// in flight, every tenant's together.
+	InFlightKeys int `json:"in_flight_keys"`
+	// OnError counts this tenant's requests decided by shared.redis.on_error
+	// because Redis did not answer.
+	OnError uint64 `json:"on_error"`
+	// ScriptStoreKeys is the number of keys in the tenant's local
+	// keystone.store (bounded by shared.local_max_keys); -1 when the store
+	// is Redis.
+	ScriptStoreKeys int `json:"script_store_keys"`
+	// Redis is the Redis client's state with shared.store redis.
+	Redis *RedisStatus `json:"redis,omitempty"`
+}
+
+// RedisStatus is the state of the gateway's Redis client.
+type RedisStatus struct {
+	// Breaker is closed, open or half_open: open while Redis keeps
+	// failing, when requests are decided by on_error without asking it.
+	Breaker string `json:"breaker"`
+	// Errors counts failed Redis commands.
+	Errors uint64 `json:"errors"`
+	// FastFails counts commands not sent because the breaker was open.
+	FastFails uint64 `json:"fast_fails"`
+	// SyncIntervalMaxMS is the longest time between two local_first
+	// reconciliations of one key, the interval of the overshoot bound.
+	SyncIntervalMaxMS float64 `json:"sync_interval_max_ms,omitempty"`
 }
 
 // Upstream is one upstream's live state.

@@ -496,6 +496,8 @@ func requestFor(sc *Scenario) (RequestSpec, Expect) {
 	case "tenants":
 		spec.Path = tail
 		spec.Hosts = tenantHosts(sc.Tenants)
+	case "rate_limited":
+		spec.Path = "/rl" + tail
 	}
 	return spec, exp
 }

@@ -88,8 +88,10 @@ type Scenario struct {
 	// "proxy" (a proxied route, /api/... with the prefix stripped),
 	// "lua_hello" (a Lua handler answering "Hello World"),
 	// "lua_proxy" (a Lua middleware that sets a request and a response
-	// header around a proxied route), or "tenants" (Tenants host-based
-	// tenants, requests spread over their hosts). Default "proxy".
+	// header around a proxied route), "tenants" (Tenants host-based
+	// tenants, requests spread over their hosts), or "rate_limited" (a
+	// proxied route behind a per-client-IP rate limit that never refuses:
+	// Keystone's local GCRA beside nginx's limit_req). Default "proxy".
 	Route string `yaml:"route"`
 
 	// Method is the request method. Default GET, or POST when RequestBody
@@ -287,7 +289,7 @@ func parseSize(s string) (int64, error) {
 // Modes, routes, targets and comparisons the harness knows.
 var (
 	modes     = []string{"open", "closed", "idle"}
-	routes    = []string{"proxy", "lua_hello", "lua_proxy", "tenants"}
+	routes    = []string{"proxy", "lua_hello", "lua_proxy", "tenants", "rate_limited"}
 	targetSet = []string{"keystone", "nginx", "haproxy"}
 	compares  = []string{"throughput", "p50", "p99", "p999", "cpu", "rss"}
 	nameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)

@@ -23,6 +23,10 @@ import (
 //	/lua/hello      a Lua handler answering "Hello World"
 //	/mw/...         a Lua middleware sets request header X-Bench: 1 and
 //	                response header X-Lua: 1 around a proxied route
+//	/rl/...         proxied like /api/ behind a per-client-IP rate limit
+//	                set so high it never refuses: the cost of checking
+//	                (Keystone rate_limits, nginx limit_req, HAProxy a
+//	                stick table's http_req_rate)
 //	Host tNNNN.bench.local (route "tenants" only): one tenant per host,
 //	                proxied to the upstream, path unchanged
 //
@@ -111,6 +115,14 @@ tenants:
     path_prefix: /mw
     strip_prefix: true
     script: mw.lua
+  - name: rl
+    path_prefix: /rl
+    strip_prefix: true
+    upstreams: [{url: "http://{{.Upstream}}"}]
+    pool: {max_conns: {{.KeepAlive}}}
+    timeouts: {connect: 2s, request: 15s}
+    rate_limits:
+      - {name: per-ip, key: client_ip, rate: 100000000, per: 1s, burst: 1000000}
 {{- range .Hosts}}
   - name: {{tenant .}}
     domains: [{{.}}]
@@ -194,6 +206,8 @@ http {
     proxy_set_header X-Forwarded-Proto $scheme;
     proxy_set_header X-Request-ID $request_id;
 
+    limit_req_zone $binary_remote_addr zone=perip:10m rate=100000000r/s;
+
     server {
         listen {{.Listen}} default_server backlog=4096;
         location /api/ {
@@ -205,6 +219,10 @@ http {
         location /mw/ {
             access_by_lua_block { ngx.req.set_header("X-Bench", "1") }
             header_filter_by_lua_block { ngx.header["X-Lua"] = "1" }
+            proxy_pass http://bench_up/;
+        }
+        location /rl/ {
+            limit_req zone=perip burst=1000000 nodelay;
             proxy_pass http://bench_up/;
         }
     }
@@ -249,6 +267,7 @@ frontend fe
     use_backend be_hello if { path /lua/hello }
     use_backend be_mw if { path_beg /mw/ }
     use_backend be_api if { path_beg /api/ }
+    use_backend be_rl if { path_beg /rl/ }
 {{- if .Hosts}}
     use_backend %[req.hdr(host),lower,map_str({{.Dir}}/hosts.map,be_none)]
 {{- end}}
@@ -262,6 +281,13 @@ backend be_mw
     http-request lua.bench_mw_req
     http-response lua.bench_mw_resp
     http-request replace-path /mw(/.*) \1
+    server up {{.Upstream}}
+
+backend be_rl
+    stick-table type ip size 1m expire 10s store http_req_rate(1s)
+    http-request track-sc0 src
+    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }
+    http-request replace-path /rl(/.*) \1
     server up {{.Upstream}}
 
 backend be_hello

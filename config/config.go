@@ -42,6 +42,10 @@ type Config struct {
 	Lua Lua `yaml:"lua"`
 	// Reload configures reloading on file changes.
 	Reload Reload `yaml:"reload"`
+
+	// Shared is the state shared between instances: rate limits and
+	// keystone.store.
+	Shared Shared `yaml:"shared"`
 	// Tenants are the routed applications, at least one.
 	Tenants []Tenant `yaml:"tenants"`
 
@@ -395,6 +399,13 @@ type Tenant struct {
 	// upstreams (and its keystone.Proxy URLs). Nil: the system roots,
 	// the URL's host as server name, no client certificate.
 	UpstreamTLS *UpstreamTLS `yaml:"upstream_tls"`
+
+	// RateLimits are GCRA limits checked after auth, before the script
+	// and upstreams; a request is charged only if all of them allow it.
+	RateLimits []RateLimit `yaml:"rate_limits"`
+
+	// MaxConnsPerKey caps requests in flight per key. Nil: none.
+	MaxConnsPerKey *MaxConnsPerKey `yaml:"max_conns_per_key"`
 }
 
 // Upstream is one server a tenant proxies to.

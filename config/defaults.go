@@ -60,6 +60,7 @@ func defaultConfig() Config {
 		Reload: Reload{
 			Debounce: Duration(250 * time.Millisecond),
 		},
+		Shared: defaultShared(),
 		Lua: Lua{
 			MaxExecution:     Duration(50 * time.Millisecond),
 			CallStackSize:    200,
@@ -176,7 +177,9 @@ func newDefault(t reflect.Type) reflect.Value {
 	default:
 		var ok bool
 		if v, ok = authDefault(t); !ok {
-			return p
+			if v, ok = limitDefault(t); !ok {
+				return p
+			}
 		}
 	}
 	p.Elem().Set(reflect.ValueOf(v))

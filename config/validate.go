@@ -65,6 +65,7 @@ func validate(c *Config, d *decoder) {
 	validateObserve(c, d)
 	validateLua(&c.Lua, d)
 	positive(d, "reload.debounce", c.Reload.Debounce)
+	validateShared(&c.Shared, d)
 	validateTenants(c, d)
 }
 
@@ -454,6 +455,7 @@ func validateTenant(c *Config, d *decoder, t *Tenant, tp string) (hosts []string
 		validateCompression(d, t.Compression, tp+".compression")
 	}
 	validateWebSocket(d, &t.WebSocket, t.UpgradeProtocols, tp)
+	validateLimits(d, t, tp)
 	return hosts, prefixOK
 }
 

@@ -59,6 +59,7 @@ func (v *vm) openKeystone() {
 	L := v.L
 	mod := v.setFuncs(L.NewTable(), keystoneExports)
 	mod.RawSetString("store", v.setFuncs(L.NewTable(), storeExports))
+	mod.RawSetString("limit", v.setFuncs(L.NewTable(), limitExports))
 	mod.RawSetString("http", v.setFuncs(L.NewTable(), httpExports))
 	mod.RawSetString("auth", v.openAuth())
 	L.SetGlobal("keystone", mod)
@@ -237,7 +238,9 @@ func (v *vm) storeGet(L *lua.LState) int {
 func (v *vm) storeSet(L *lua.LState) int {
 	key := L.CheckString(1)
 	L.CheckTypes(2, lua.LTString, lua.LTNumber)
-	v.s.store.Set(key, lua.LVAsString(L.Get(2)), ttlArg(L, 3))
+	val := lua.LVAsString(L.Get(2))
+	checkStoreSize(L, key, val)
+	v.s.store.Set(key, val, ttlArg(L, 3))
 	return 0
 }
 

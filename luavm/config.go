@@ -200,6 +200,10 @@ type Options struct {
 	// counters across them. If nil, a new memory store.
 	Store Store
 
+	// Limiter backs keystone.limit.Allow, on the same store as the
+	// tenant's rate_limits. If nil, keystone.limit.Allow raises an error.
+	Limiter Limiter
+
 	// Fallback is called when no script route matches and the script set
 	// no NotFound handler: the server passes the tenant's upstream proxy,
 	// or a JSON 404. If nil, Host.WriteError with 404. It runs inside the

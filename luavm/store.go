@@ -48,6 +48,8 @@ const (
 type memoryStore struct {
 	clock   func() int64 // unix nanoseconds; injected by tests
 	stripes [storeStripes]stripe
+	// perStripe caps the keys of one stripe; 0: unbounded.
+	perStripe int
 }
 
 type stripe struct {
@@ -60,11 +62,29 @@ type stripe struct {
 type storeEntry struct {
 	value   string
 	expires int64 // unix nanoseconds; 0: never
+	used    int64 // last read or write, unix nanoseconds, for eviction
 }
 
 // NewMemoryStore returns an in-process Store, safe for concurrent use.
 // Expired keys are dropped when read, and sampled away as writes happen.
 func NewMemoryStore() Store { return newMemoryStore(func() int64 { return time.Now().UnixNano() }) }
+
+// NewBoundedMemoryStore is NewMemoryStore holding at most about maxKeys
+// keys: a new key in a full store evicts an expired key if one is among a
+// sample of 32, else the least recently used of the sample (Redis's
+// sampled LRU). Len reports the keys held.
+func NewBoundedMemoryStore(maxKeys int) *BoundedMemoryStore {
+	s := newMemoryStore(func() int64 { return time.Now().UnixNano() })
+	s.perStripe = max((maxKeys+storeStripes-1)/storeStripes, 1)
+	return &BoundedMemoryStore{s}
+}
+
+// BoundedMemoryStore is the Store NewBoundedMemoryStore returns.
+type BoundedMemoryStore struct{ *memoryStore }
+
+// Len returns the number of keys held, expired ones included until they
+// are swept.
+func (b *BoundedMemoryStore) Len() int { return b.len() }
 
 func newMemoryStore(clock func() int64) *memoryStore {
 	s := &memoryStore{clock: clock}
@@ -96,6 +116,9 @@ func (s *memoryStore) Get(key string) (string, bool) {
 	if ok && !e.live(now) {
 		delete(st.m, key)
 		ok = false
+	} else if ok && s.perStripe > 0 {
+		e.used = now
+		st.m[key] = e
 	}
 	st.mu.Unlock()
 	return e.value, ok
@@ -106,7 +129,8 @@ func (s *memoryStore) Set(key, value string, ttl time.Duration) {
 	st := s.stripe(key)
 	now := s.clock()
 	st.mu.Lock()
-	st.m[key] = storeEntry{value: value, expires: s.expiry(now, ttl)}
+	s.makeRoom(st, key, now)
+	st.m[key] = storeEntry{value: value, expires: s.expiry(now, ttl), used: now}
 	st.wrote(now)
 	st.mu.Unlock()
 }
@@ -125,8 +149,10 @@ func (s *memoryStore) Incr(key string, delta int64, ttl time.Duration) (int64, e
 			return 0, ErrNotInteger
 		}
 	} else {
+		s.makeRoom(st, key, now)
 		e = storeEntry{expires: s.expiry(now, ttl)}
 	}
+	e.used = now
 	if (delta > 0 && n > math.MaxInt64-delta) || (delta < 0 && n < math.MinInt64-delta) {
 		return 0, ErrOverflow
 	}
@@ -143,6 +169,32 @@ func (s *memoryStore) Delete(key string) {
 	st.mu.Lock()
 	delete(st.m, key)
 	st.mu.Unlock()
+}
+
+// makeRoom evicts one entry of a full stripe before key is added to it:
+// an expired one of a sample of sweepScan entries, else the least recently
+// used of the sample. The caller holds st.mu.
+func (s *memoryStore) makeRoom(st *stripe, key string, now int64) {
+	if s.perStripe == 0 || len(st.m) < s.perStripe {
+		return
+	}
+	if _, ok := st.m[key]; ok {
+		return
+	}
+	victim, oldest, n := "", int64(0), 0
+	for k, e := range st.m {
+		if !e.live(now) {
+			victim = k
+			break
+		}
+		if n == 0 || e.used < oldest {
+			victim, oldest = k, e.used
+		}
+		if n++; n == sweepScan {
+			break
+		}
+	}
+	delete(st.m, victim)
 }
 
 // wrote counts a write and, every sweepEvery writes, drops the expired

@@ -72,6 +72,7 @@ func (a adminSource) Tenants() []admin.Tenant {
 			}
 			at.Upstreams = append(at.Upstreams, au)
 		}
+		at.Limits = a.s.limitsStatus(t)
 		out = append(out, at)
 	}
 	return out

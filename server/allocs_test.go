@@ -3,6 +3,7 @@
 package server
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -112,5 +113,22 @@ func TestProxyHandlerWithObservabilityDoesNotAllocate(t *testing.T) {
 		if allocs != 0 {
 			t.Errorf("%s: proxy handler: %v allocs/op, want 0", v.name, allocs)
 		}
+	}
+}
+
+func TestRateLimitedProxyHandlerDoesNotAllocate(t *testing.T) {
+	s := newLimitedBenchGateway(t, "", "      - {name: per-ip, key: client_ip, rate: 1000000000, per: 1s, burst: 1000000}\n      - {name: per-team, key: \"header:X-Team\", rate: 1000000000, per: 1s, burst: 1000000}")
+	ctx, tmpl := newBenchCtx()
+	benchRequest(ctx, tmpl)
+	s.handle(ctx)
+	allocs := testing.AllocsPerRun(1000, func() {
+		benchRequest(ctx, tmpl)
+		s.handle(ctx)
+	})
+	if h := ctx.Response.Header.String(); ctx.Response.StatusCode() != 200 || !strings.Contains(h, "\r\nRateLimit: \"per-ip\";r=") {
+		t.Fatalf("status %d, headers:\n%s", ctx.Response.StatusCode(), h)
+	}
+	if allocs != 0 {
+		t.Errorf("rate-limited proxy path: %v allocs per request, want 0", allocs)
 	}
 }

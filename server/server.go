@@ -102,6 +102,9 @@ type Server struct {
 	obs *observe.Registry
 	// exporter sends spans to tracing.otlp_endpoint; nil without one.
 	exporter *observe.Exporter
+
+	// limits is the rate-limit state kept across snapshots (ratelimit.go).
+	limits limitRegistry
 }
 
 // New builds a server from a loaded config. It compiles every script and
@@ -165,6 +168,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 func Check(cfg *config.Config) error {
 	s := &Server{log: slog.New(slog.DiscardHandler), stores: make(map[string]luavm.Store), reg: newRegistry()}
 	snap, err := s.build(cfg)
+	s.limits.close()
 	if err != nil {
 		return err
 	}
@@ -327,6 +331,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.accessFile != nil {
 		s.accessFile.Close() // after the cut-off lines
 	}
+	s.limits.close()
 	if err != nil {
 		return fmt.Errorf("server: shutdown: %w", err)
 	}
@@ -340,18 +345,6 @@ func (s *Server) ReopenLogs() error {
 		return nil
 	}
 	return s.accessFile.Reopen()
-}
-
-// store returns the keystone.store of a tenant, creating it once.
-func (s *Server) store(tenant string) luavm.Store {
-	s.storesMu.Lock()
-	defer s.storesMu.Unlock()
-	st, ok := s.stores[tenant]
-	if !ok {
-		st = luavm.NewMemoryStore()
-		s.stores[tenant] = st
-	}
-	return st
 }
 
 // handle is the pipeline; see the package doc.

@@ -158,6 +158,9 @@ type tenant struct {
 	access *auth.Policy
 	// compress is the compression stage run after serve; nil when off.
 	compress *compressor
+	// limits are the tenant's rate_limits and max_conns_per_key, wrapped
+	// around serve; nil when it has none (ratelimit.go).
+	limits *tenantLimits
 }
 
 // build compiles cfg into a snapshot: tenant index, upstream pools, breakers,
@@ -232,7 +235,8 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			Tenant:          t.cfg.Name,
 			PathPrefix:      t.cfg.PathPrefix,
 			Host:            &scriptHost{snap: snap, tenant: t, srv: s},
-			Store:           s.store(t.cfg.Name),
+			Store:           s.scriptStore(cfg, t.cfg.Name),
+			Limiter:         s.newScriptLimiter(cfg, t.cfg.Name),
 			Fallback:        fallback,
 			RequestIDHeader: string(snap.reqIDHeader),
 			ScriptsDir:      cfg.ScriptsDir,
@@ -248,6 +252,13 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 	}
 	if len(scriptErrs) > 0 {
 		return nil, errors.Join(scriptErrs...)
+	}
+	for _, t := range snap.tenants {
+		if tl := s.newTenantLimits(cfg, t.cfg); tl != nil {
+			next := t.serve
+			t.serve = func(ctx *fasthttp.RequestCtx) { tl.serve(ctx, next) }
+			t.limits = tl
+		}
 	}
 	snap.scriptPools.seal()
 	return snap, nil

@@ -1,0 +1,124 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/keystone-gateway/keystone/internal/redistest"
+)
+
+func TestRedisAllowMatchesLocal(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	r := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, Timeout: time.Second})
+	defer r.Close()
+	lim := NewLimit(1, time.Hour, 3)
+	for i := range 3 {
+		c := []Check{{Limit: lim, Key: []byte("{t}:l:burst")}}
+		ok, _, err := r.Allow(c)
+		if err != nil || !ok {
+			t.Fatalf("request %d of the burst: allowed %v, err %v", i+1, ok, err)
+		}
+		if c[0].Remaining != int64(2-i) {
+			t.Errorf("request %d: remaining %d, want %d", i+1, c[0].Remaining, 2-i)
+		}
+	}
+	c := []Check{{Limit: lim, Key: []byte("{t}:l:burst")}}
+	ok, retry, err := r.Allow(c)
+	if err != nil || ok {
+		t.Fatalf("fourth request: allowed %v, err %v; want denied", ok, err)
+	}
+	if d := time.Duration(retry); d < 59*time.Minute || d > time.Hour {
+		t.Errorf("retry after %v, want about 1h", d)
+	}
+	// The key expires when its bucket is full again: 3h from now.
+	ttl, err := r.Client().PTTL(context.Background(), "ks:rl:{t}:l:burst").Result()
+	if err != nil || ttl < 179*time.Minute || ttl > 181*time.Minute {
+		t.Errorf("key TTL %v (err %v), want about 3h", ttl, err)
+	}
+}
+
+func TestRedisChargesOnlyWhenEveryLimitAllows(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	r := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, Timeout: time.Second})
+	defer r.Close()
+	wide, narrow := NewLimit(1, time.Hour, 100), NewLimit(1, time.Hour, 1)
+	req := func() bool {
+		ok, _, err := r.Allow([]Check{{Limit: wide, Key: []byte("{t}:wide:")}, {Limit: narrow, Key: []byte("{t}:narrow:")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !req() {
+		t.Fatal("first request denied")
+	}
+	for range 10 {
+		if req() {
+			t.Fatal("narrow limit exhausted, request allowed")
+		}
+	}
+	c := []Check{{Limit: wide, Key: []byte("{t}:wide:")}}
+	if ok, _, _ := r.Allow(c); !ok || c[0].Remaining != 98 {
+		t.Errorf("wide: allowed %v remaining %d, want allowed with 98 left", ok, c[0].Remaining)
+	}
+	// Charge adds without deciding; 0 only reads.
+	resets := make([]int64, 1)
+	if err := r.Charge(c, 0, 0, resets); err != nil || time.Duration(resets[0]) < 2*time.Hour-time.Minute {
+		t.Errorf("read: reset %v err %v, want about 2h", time.Duration(resets[0]), err)
+	}
+	if err := r.Charge(c, 200, 0, resets); err != nil || time.Duration(resets[0]) < 202*time.Hour-time.Minute {
+		t.Errorf("charge 200: reset %v err %v, want about 202h", time.Duration(resets[0]), err)
+	}
+}
+
+func TestRedisDownFailsFastThenRecovers(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	const timeout = 100 * time.Millisecond
+	r := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, Timeout: timeout})
+	defer r.Close()
+	lim := NewLimit(1000, time.Second, 1000)
+	check := func() error {
+		_, _, err := r.Allow([]Check{{Limit: lim, Key: []byte("{t}:l:k")}})
+		return err
+	}
+	if err := check(); err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	var fast int
+	for range 20 {
+		start := time.Now()
+		err := check()
+		if took := time.Since(start); took > timeout+50*time.Millisecond {
+			t.Errorf("a check against a dead Redis took %v, want at most the timeout %v plus slack", took, timeout)
+		}
+		if err == nil {
+			t.Fatal("check succeeded against a dead Redis")
+		}
+		if errors.Is(err, ErrUnavailable) {
+			fast++
+		}
+	}
+	if fast < 15 {
+		t.Errorf("%d of 20 checks failed fast, want the breaker open after 3 failures", fast)
+	}
+	if st := r.Stats(); st.Breaker != "open" || st.Errors < 3 || st.FastFails == 0 {
+		t.Errorf("stats %+v, want breaker open with errors and fast fails counted", st)
+	}
+	srv.Restart()
+	deadline := time.Now().Add(5 * time.Second)
+	for check() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no recovery within 5s of Redis coming back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := r.Stats(); st.Breaker != "closed" {
+		t.Errorf("after recovery the breaker is %s, want closed", st.Breaker)
+	}
+}
