@@ -12,6 +12,7 @@ import (
 	"github.com/keystone-gateway/keystone/config"
 	"github.com/keystone-gateway/keystone/luavm"
 	"github.com/keystone-gateway/keystone/observe"
+	"github.com/keystone-gateway/keystone/ratelimit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -457,6 +458,7 @@ func (s *Server) collectGauges(e *observe.Emitter) {
 	for _, sc := range scripted {
 		e.CounterFloat("keystone_lua_vm_wait_seconds_total", sc.st.VMWaitTime.Seconds(), "tenant", sc.t.cfg.Name, "script", sc.t.cfg.Script)
 	}
+	s.collectLimits(snap, e)
 	if s.exporter != nil {
 		sent, dropped, failed := s.exporter.Stats()
 		e.Counter("keystone_trace_spans_exported_total", sent)
@@ -512,4 +514,43 @@ func newExporter(cfg *config.Config, log *slog.Logger) *observe.Exporter {
 		Interval: t.ExportInterval.D(),
 		Logger:   log,
 	})
+}
+
+// collectLimits writes the rate-limit state: the local stores' sizes, each
+// limited tenant's requests decided by shared.redis.on_error, and the
+// Redis client's errors and breaker.
+func (s *Server) collectLimits(snap *snapshot, e *observe.Emitter) {
+	s.limits.mu.Lock()
+	local, conns := s.limits.local, s.limits.conns
+	s.limits.mu.Unlock()
+	if local != nil {
+		e.Gauge("keystone_ratelimit_local_keys", float64(local.Len()))
+	}
+	if conns != nil {
+		e.Gauge("keystone_ratelimit_inflight_keys", float64(conns.Len()))
+	}
+	var redis *ratelimit.Redis
+	for _, t := range snap.tenants {
+		if t.limits == nil {
+			continue
+		}
+		e.Counter("keystone_ratelimit_on_error_total", t.limits.onError.Load(), "tenant", t.cfg.Name)
+		if t.limits.redis != nil {
+			redis = t.limits.redis // one client for the process
+		}
+	}
+	if redis == nil {
+		return
+	}
+	rs := redis.Stats()
+	e.Counter("keystone_redis_errors_total", rs.Errors)
+	e.Counter("keystone_redis_fast_fails_total", rs.FastFails)
+	state := 0.0
+	switch rs.Breaker {
+	case "half-open", "half_open":
+		state = 1
+	case "open":
+		state = 2
+	}
+	e.Gauge("keystone_redis_breaker_state", state)
 }

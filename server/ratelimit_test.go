@@ -340,6 +340,15 @@ tenants:
 			phases[0] = hammer(t, []string{g.addr}, "/x", 2, 5*time.Millisecond, time.Second)
 			srv.Kill()
 			phases[1] = hammer(t, []string{g.addr}, "/x", 2, 5*time.Millisecond, 2*time.Second)
+			// The outage shows in /metrics: failed commands, commands the
+			// open breaker spared, requests decided by on_error.
+			m := scrape(t, g)
+			if m["keystone_redis_errors_total"] < 1 || m["keystone_redis_fast_fails_total"] < 1 ||
+				m[`keystone_ratelimit_on_error_total{tenant="api"}`] < 1 || m["keystone_redis_breaker_state"] == 0 {
+				t.Errorf("metrics during the outage: errors %v, fast fails %v, on_error %v, breaker %v",
+					m["keystone_redis_errors_total"], m["keystone_redis_fast_fails_total"],
+					m[`keystone_ratelimit_on_error_total{tenant="api"}`], m["keystone_redis_breaker_state"])
+			}
 			srv.Restart()
 			// Requests go on (on_error decides them) until one finds
 			// the breaker due for a probe (1s after it last opened) and
@@ -443,5 +452,39 @@ tenants:
 	old.close()
 	if c := g.get("/x").StatusCode(); c != 429 {
 		t.Errorf("after the rebuild: status %d, want 429 (the bucket survived)", c)
+	}
+}
+
+// TestRateLimitMetrics scrapes what a limited tenant reports: refusals as
+// 429s of the request counter, the local bucket count, and no on_error
+// decisions without Redis.
+func TestRateLimitMetrics(t *testing.T) {
+	t.Parallel()
+	up := startEcho(t, "up")
+	g := startGateway(t, yamlf(`
+logging: {access_log: false}
+tenants:
+  - name: api
+    path_prefix: /
+    upstreams: [{url: %q}]
+    rate_limits:
+      - {name: per-ip, key: client_ip, rate: 1, per: 1h, burst: 2}
+`, up.url()))
+	for range 3 {
+		g.get("/x")
+	}
+	m := scrape(t, g)
+	for series, want := range map[string]float64{
+		`keystone_http_requests_total{tenant="api",route="/",method="GET",code="200"}`: 2,
+		`keystone_http_requests_total{tenant="api",route="/",method="GET",code="429"}`: 1,
+		`keystone_ratelimit_local_keys`:                                                1,
+		`keystone_ratelimit_on_error_total{tenant="api"}`:                              0,
+	} {
+		if got, ok := m[series]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)
+		}
+	}
+	if _, ok := m["keystone_redis_errors_total"]; ok {
+		t.Error("Redis metrics without shared.store redis")
 	}
 }
