@@ -477,8 +477,8 @@ tenants:
 	for series, want := range map[string]float64{
 		`keystone_http_requests_total{tenant="api",route="/",method="GET",code="200"}`: 2,
 		`keystone_http_requests_total{tenant="api",route="/",method="GET",code="429"}`: 1,
-		`keystone_ratelimit_local_keys`:                                                1,
-		`keystone_ratelimit_on_error_total{tenant="api"}`:                              0,
+		`keystone_ratelimit_local_keys`:                   1,
+		`keystone_ratelimit_on_error_total{tenant="api"}`: 0,
 	} {
 		if got, ok := m[series]; !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)
