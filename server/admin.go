@@ -1,11 +1,9 @@
 package server
 
 import (
-	"net"
 	"time"
 
 	"github.com/keystone-gateway/keystone/admin"
-	"github.com/keystone-gateway/keystone/config"
 	"github.com/valyala/fasthttp"
 )
 
@@ -98,20 +96,4 @@ func (s *Server) newAdmin(token string) *admin.Handler {
 			writeError(ctx, id, status, code, msg)
 		},
 	}, adminSource{s})
-}
-
-// HealthURL is the URL of cfg's /admin/health as seen from the same host:
-// what `keystone healthcheck` probes inside a container.
-func HealthURL(cfg *config.Config) string {
-	host, port, err := net.SplitHostPort(cfg.Server.Listen)
-	if err != nil {
-		host, port = "", "8080"
-	}
-	switch host {
-	case "", "0.0.0.0":
-		host = "127.0.0.1"
-	case "::":
-		host = "::1"
-	}
-	return "http://" + net.JoinHostPort(host, port) + cfg.Admin.Prefix + "/health"
 }

@@ -151,7 +151,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if cfgPath == "" {
 		// The default config proxies /demo/ to three demo upstreams that
 		// this process starts on loopback ports it picks.
-		demo, derr := server.StartDemoUpstreams(3)
+		demo, derr := startDemoUpstreams(3)
 		if derr != nil {
 			fmt.Fprintln(stderr, "keystone:", derr)
 			return 1
@@ -301,7 +301,7 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "keystone reload: %s sets neither server.pid_file nor admin.enabled: no way to reach the gateway\n", cfg.File)
 		return 1
 	}
-	url := strings.TrimSuffix(server.HealthURL(cfg), "/health") + "/reload"
+	url := strings.TrimSuffix(healthURL(cfg), "/health") + "/reload"
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -430,7 +430,7 @@ func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "keystone healthcheck: %s sets admin.enabled: false, and the health check needs the gateway's own %s/health; enable admin (with an admin.token) or pass --url\n", cfg.File, cfg.Admin.Prefix)
 			return 1
 		}
-		url = server.HealthURL(cfg)
+		url = healthURL(cfg)
 	}
 	token := cfg.Admin.Token
 	if token == "" {

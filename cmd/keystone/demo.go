@@ -1,27 +1,28 @@
-package server
+package main
 
 import (
 	"fmt"
 	"net"
 	"strconv"
 
+	"github.com/keystone-gateway/keystone/config"
 	"github.com/valyala/fasthttp"
 )
 
-// DemoUpstreams are the small upstreams the default config proxies /demo/
+// demoUpstreams are the small upstreams the default config proxies /demo/
 // to, so that `keystone` with no config shows round-robin balancing without
 // anything else installed. Each answers every path with its own id as JSON
 // and GET /health with 200.
-type DemoUpstreams struct {
+type demoUpstreams struct {
 	// Addrs are the loopback addresses the upstreams listen on, in id order.
 	Addrs   []string
 	servers []*fasthttp.Server
 }
 
-// StartDemoUpstreams starts n demo upstreams on 127.0.0.1 ports chosen by
+// startDemoUpstreams starts n demo upstreams on 127.0.0.1 ports chosen by
 // the kernel.
-func StartDemoUpstreams(n int) (*DemoUpstreams, error) {
-	d := &DemoUpstreams{}
+func startDemoUpstreams(n int) (*demoUpstreams, error) {
+	d := &demoUpstreams{}
 	for i := 1; i <= n; i++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -56,8 +57,24 @@ func StartDemoUpstreams(n int) (*DemoUpstreams, error) {
 }
 
 // Close stops the demo upstreams.
-func (d *DemoUpstreams) Close() {
+func (d *demoUpstreams) Close() {
 	for _, s := range d.servers {
 		_ = s.Shutdown()
 	}
+}
+
+// healthURL is the URL of cfg's /admin/health as seen from the same host:
+// what `keystone healthcheck` probes inside a container.
+func healthURL(cfg *config.Config) string {
+	host, port, err := net.SplitHostPort(cfg.Server.Listen)
+	if err != nil {
+		host, port = "", "8080"
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + cfg.Admin.Prefix + "/health"
 }
