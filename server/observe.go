@@ -167,9 +167,19 @@ var (
 	keyTracestate  = []byte("Tracestate")
 )
 
-// serveTenant runs the tenant's handler and, for a script, measures the
-// time spent in Lua (the handler's time less its upstream attempts).
+// serveTenant serves a request matched to t after the access stage: its
+// rate limits, if any (tenantLimits.serve), then runTenant.
 func (rs *reqState) serveTenant(ctx *fasthttp.RequestCtx, t *tenant) {
+	if t.limits != nil {
+		t.limits.serve(ctx, rs, t)
+		return
+	}
+	rs.runTenant(ctx, t)
+}
+
+// runTenant runs the tenant's handler and, for a script, measures the
+// time spent in Lua (the handler's time less its upstream attempts).
+func (rs *reqState) runTenant(ctx *fasthttp.RequestCtx, t *tenant) {
 	if t.script == nil || !rs.obs.timed {
 		t.serve(ctx)
 		return

@@ -291,13 +291,9 @@ var scratchPool = sync.Pool{New: func() any { return new(limitScratch) }}
 // auth accepted) and before the tenant's script and upstreams: every
 // limit must allow the request, and then all are charged; otherwise 429
 // with Retry-After. RateLimit-Policy and RateLimit headers are set on
-// every answer of the tenant.
-func (tl *tenantLimits) serve(ctx *fasthttp.RequestCtx, next fasthttp.RequestHandler) {
-	rs := stateOf(ctx)
-	if rs == nil {
-		next(ctx)
-		return
-	}
+// every answer of the tenant. An admitted request goes on to the tenant's
+// script or upstreams (reqState.runTenant).
+func (tl *tenantLimits) serve(ctx *fasthttp.RequestCtx, rs *reqState, t *tenant) {
 	sc := scratchPool.Get().(*limitScratch)
 	defer scratchPool.Put(sc)
 
@@ -312,7 +308,7 @@ func (tl *tenantLimits) serve(ctx *fasthttp.RequestCtx, next fasthttp.RequestHan
 		defer tl.conns.Release(key)
 	}
 	if len(tl.specs) == 0 {
-		next(ctx)
+		rs.runTenant(ctx, t)
 		return
 	}
 
@@ -349,7 +345,7 @@ func (tl *tenantLimits) serve(ctx *fasthttp.RequestCtx, next fasthttp.RequestHan
 		tl.setHeaders(&ctx.Response.Header, checks, !failed, sc)
 		return
 	}
-	next(ctx)
+	rs.runTenant(ctx, t)
 	tl.setHeaders(&ctx.Response.Header, checks, !failed, sc)
 }
 

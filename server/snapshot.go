@@ -158,7 +158,7 @@ type tenant struct {
 	access *auth.Policy
 	// compress is the compression stage run after serve; nil when off.
 	compress *compressor
-	// limits are the tenant's rate_limits and max_conns_per_key, wrapped
+	// limits are the tenant's rate_limits and max_conns_per_key, run
 	// around serve; nil when it has none (ratelimit.go).
 	limits *tenantLimits
 }
@@ -254,11 +254,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 		return nil, errors.Join(scriptErrs...)
 	}
 	for _, t := range snap.tenants {
-		if tl := s.newTenantLimits(cfg, t.cfg); tl != nil {
-			next := t.serve
-			t.serve = func(ctx *fasthttp.RequestCtx) { tl.serve(ctx, next) }
-			t.limits = tl
-		}
+		t.limits = s.newTenantLimits(cfg, t.cfg) // nil without limits
 	}
 	snap.scriptPools.seal()
 	return snap, nil
