@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -287,7 +286,7 @@ func readConfigFile(d *decoder, p, name string) ([]byte, bool) {
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(d.baseDir, path)
 	}
-	data, err := os.ReadFile(path)
+	data, err := d.readFile(path)
 	if err != nil {
 		d.errorAt(p, "cannot read %q: %v", name, unwrapPathError(err))
 		return nil, false

@@ -53,6 +53,13 @@ type Config struct {
 	// embedded default config. Errors name it.
 	File string `yaml:"-"`
 
+	// Files are the other files Load read because the config names them:
+	// TLS certificates, keys and CA bundles, htpasswd and public key
+	// files, as the paths Load opened (relative ones joined to the
+	// config file's directory). A reload reads them again, so watching
+	// them (reload.watch) picks up a renewed certificate.
+	Files []string `yaml:"-"`
+
 	// Scripts is the file system tenant scripts are read from: the
 	// directory lua.scripts_dir names (relative to the config file's
 	// directory), or the embedded scripts of the default config.

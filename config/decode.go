@@ -3,7 +3,9 @@ package config
 import (
 	"fmt"
 	"math"
+	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -59,6 +61,23 @@ type decoder struct {
 	// baseDir is where files named by the config (key files) are
 	// resolved.
 	baseDir string
+
+	// files are the files named by the config that were read, in order,
+	// without repeats: Config.Files.
+	files []string
+}
+
+// noteFile records path as one of Config.Files.
+func (d *decoder) noteFile(path string) {
+	if !slices.Contains(d.files, path) {
+		d.files = append(d.files, path)
+	}
+}
+
+// readFile notes path as one of Config.Files and reads it.
+func (d *decoder) readFile(path string) ([]byte, error) {
+	d.noteFile(path)
+	return os.ReadFile(path)
 }
 
 func newDecoder(errs *errorSet, lookup func(string) (string, bool)) *decoder {

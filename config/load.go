@@ -203,6 +203,7 @@ func parse(errs *errorSet, file string, data []byte, o *options) *Config {
 	openScripts(&cfg, d, o)
 	validate(&cfg, d)
 	validateTLS(&cfg, d, o.baseDir)
+	cfg.Files = d.files
 	return &cfg
 }
 

@@ -270,7 +270,7 @@ func checkPair(d *decoder, p, certFile, keyFile string, required bool) {
 			ok = false
 			continue
 		}
-		if _, err := os.ReadFile(f.file); err != nil {
+		if _, err := d.readFile(f.file); err != nil {
 			d.errorAt(p+"."+f.key, "cannot read %q: %v", f.file, unwrapPathError(err))
 			ok = false
 		}
@@ -285,6 +285,7 @@ func checkPair(d *decoder, p, certFile, keyFile string, required bool) {
 
 // checkCAFile reads a PEM bundle of CA certificates.
 func checkCAFile(d *decoder, p, file string) {
+	d.noteFile(file)
 	if _, err := LoadCertPool(file); err != nil {
 		d.errorAt(p, "%v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +81,14 @@ tenants:
 	}
 	if c.Tenants[0].UpstreamTLS != nil || c.Tenants[0].Upstreams[0].TLS != nil {
 		t.Errorf("upstream tls blocks set without being written")
+	}
+	// Files lists what was read, each once, for reload.watch.
+	want := []string{"default.pem", "default-key.pem", "api.pem", "api-key.pem"}
+	for i := range want {
+		want[i] = filepath.Join(dir, want[i])
+	}
+	if !slices.Equal(c.Files, want) {
+		t.Errorf("Files = %q, want %q", c.Files, want)
 	}
 }
 

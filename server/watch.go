@@ -13,8 +13,10 @@ import (
 	"github.com/keystone-gateway/keystone/config"
 )
 
-// watcher reloads the gateway when the config file or a file of the
-// scripts folder changes (reload.watch). It watches directories, not
+// watcher reloads the gateway when the config file, a file of the
+// scripts folder or a file the config names (certificates, keys, CA
+// bundles, htpasswd and public key files: config.Config.Files) changes
+// (reload.watch). It watches directories, not
 // files: editors that save by writing a new file and renaming it over the
 // old one, and Kubernetes ConfigMap volumes, which swap a "..data" symlink
 // to a new directory, replace the watched file's inode, and a watch on the
@@ -32,6 +34,7 @@ type watcher struct {
 	// before it starts).
 	cfgDir, cfgBase string
 	scriptsDir      string
+	files           map[string]bool // absolute paths of cfg.Files
 }
 
 // startWatcher starts watching cfg's files. Serve calls it when
@@ -50,9 +53,9 @@ func (s *Server) startWatcher(cfg *config.Config) (*watcher, error) {
 	return w, nil
 }
 
-// watch adds the directories of cfg's config file and scripts folder
-// (with its subdirectories: modules a script requires). Adding a watched
-// directory again does nothing.
+// watch adds the directories of cfg's config file, of the files it names
+// and of its scripts folder (with its subdirectories: modules a script
+// requires). Adding a watched directory again does nothing.
 func (w *watcher) watch(cfg *config.Config) error {
 	abs, err := filepath.Abs(cfg.File)
 	if err != nil {
@@ -61,6 +64,17 @@ func (w *watcher) watch(cfg *config.Config) error {
 	w.cfgDir, w.cfgBase = filepath.Dir(abs), filepath.Base(abs)
 	if err := w.w.Add(w.cfgDir); err != nil {
 		return fmt.Errorf("server: reload.watch: %s: %w", w.cfgDir, err)
+	}
+	w.files = make(map[string]bool, len(cfg.Files))
+	for _, f := range cfg.Files {
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			return fmt.Errorf("server: reload.watch: %w", err)
+		}
+		w.files[abs] = true
+		if err := w.w.Add(filepath.Dir(abs)); err != nil {
+			return fmt.Errorf("server: reload.watch: %s: %w", filepath.Dir(abs), err)
+		}
 	}
 	if cfg.ScriptsDir == "" || cfg.ScriptsDir == "(default)" {
 		return nil
@@ -94,7 +108,8 @@ func (w *watcher) watch(cfg *config.Config) error {
 }
 
 // relevant reports whether an event can change what a reload reads: the
-// config file, a ConfigMap's "..data" swap, or a script file.
+// config file, a file it names, a ConfigMap's "..data" swap, or a script
+// file.
 func (w *watcher) relevant(ev fsnotify.Event) bool {
 	if ev.Op == fsnotify.Chmod {
 		return false
@@ -103,7 +118,7 @@ func (w *watcher) relevant(ev fsnotify.Event) bool {
 	if strings.HasPrefix(base, "..") {
 		return true
 	}
-	if dir == w.cfgDir && base == w.cfgBase {
+	if dir == w.cfgDir && base == w.cfgBase || w.files[ev.Name] {
 		return true
 	}
 	if w.scriptsDir != "" && (dir == w.scriptsDir || strings.HasPrefix(dir, w.scriptsDir+string(filepath.Separator))) {

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"crypto/sha1"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -110,4 +112,64 @@ func TestWatchFollowsConfigMapSymlinkSwap(t *testing.T) {
 	eventually(t, time.Second, "the swapped ConfigMap to serve", func() bool { return hello() == "hello v2" })
 	version("..2026_12_04_10_10_00.3", "v3")
 	eventually(t, time.Second, "a second swap to serve", func() bool { return hello() == "hello v3" })
+}
+
+// TestWatchReloadsFilesTheConfigNames: with reload.watch, a file the
+// config names (here an htpasswd file; certificates, keys and CA bundles
+// are watched the same way) is watched like the config itself. A new
+// user, saved by rename or written in place, can sign in within a second
+// with no restart; a file that no longer parses keeps the users that
+// worked.
+func TestWatchReloadsFilesTheConfigNames(t *testing.T) {
+	up := startEcho(t, "up")
+	user := func(name, password string) string {
+		sum := sha1.Sum([]byte(password))
+		return name + ":{SHA}" + base64.StdEncoding.EncodeToString(sum[:]) + "\n"
+	}
+	d := newConfDir(t, yamlf(`
+reload: {watch: true, debounce: 50ms}
+tenants:
+  - name: staff
+    path_prefix: /
+    upstreams: [{url: %q}]
+    auth:
+      basic: {htpasswd_file: secrets/users.htpasswd}
+`, up.url()), "secrets/users.htpasswd", user("alice", "a-pass"))
+	g := d.start(t)
+	status := func(name, password string) int {
+		auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(name+":"+password))
+		return g.get("/x", "Authorization", auth).StatusCode()
+	}
+	if got := status("alice", "a-pass"); got != 200 {
+		t.Fatalf("alice before the edit: %d", got)
+	}
+	if got := status("bob", "b-pass"); got != 401 {
+		t.Fatalf("bob before the edit: %d, want 401", got)
+	}
+	if got := g.srv.snap.Load().cfg.Files; len(got) != 1 || !strings.HasSuffix(got[0], filepath.Join("secrets", "users.htpasswd")) {
+		t.Errorf("config.Files = %q, want the htpasswd file", got)
+	}
+
+	d.write("secrets/users.htpasswd", user("alice", "a-pass")+user("bob", "b-pass"))
+	eventually(t, time.Second, "bob, added by rename, to sign in", func() bool { return status("bob", "b-pass") == 200 })
+
+	if err := os.WriteFile(filepath.Join(d.dir, "secrets/users.htpasswd"), []byte(user("carol", "c-pass")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "carol, written in place, to sign in", func() bool { return status("carol", "c-pass") == 200 })
+	if got := status("alice", "a-pass"); got != 401 {
+		t.Errorf("alice after she was removed: %d, want 401", got)
+	}
+	if lr := g.srv.LastReload(); lr.Trigger != TriggerWatch {
+		t.Errorf("trigger %q, want watch", lr.Trigger)
+	}
+
+	d.write("secrets/users.htpasswd", "carol:not-a-hash\n")
+	eventually(t, time.Second, "the broken file to be reported", func() bool {
+		lr := g.srv.LastReload()
+		return lr != nil && lr.Status == "error" && strings.Contains(lr.Error, "htpasswd")
+	})
+	if got := status("carol", "c-pass"); got != 200 {
+		t.Errorf("carol after a broken edit: %d, want the old users kept", got)
+	}
 }
