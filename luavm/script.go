@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/router"
+	"github.com/keystone-gateway/keystone/config"
 	"github.com/valyala/fasthttp"
 )
 
@@ -165,7 +166,7 @@ func LoadProgram(cfg Config, prog *Program, opts Options) (*Script, error) {
 		s.http = defaultHTTPClient
 	}
 	if s.reqIDHeader == "" {
-		s.reqIDHeader = defaultRequestIDHeader
+		s.reqIDHeader = config.DefaultRequestIDHeader
 	}
 	s.log = cfg.Logger.With(slog.String("component", "lua"), slog.String("tenant", opts.Tenant), slog.String("script", prog.name))
 
