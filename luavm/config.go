@@ -209,8 +209,10 @@ type Options struct {
 	// root router's middleware, as chi's NotFound does.
 	Fallback fasthttp.RequestHandler
 
-	// HTTPClient serves keystone.http. If nil, a package-level pooled
-	// client with bounded connections and response bodies.
+	// HTTPClient serves keystone.http; the caller owns it and closes it.
+	// If nil, the Script makes its own pooled client, with bounded
+	// connections and response bodies, on its first keystone.http call,
+	// and closes its idle connections in Close.
 	HTTPClient *fasthttp.Client
 
 	// ScriptsDir is the directory the script's fs.FS was opened from, as
