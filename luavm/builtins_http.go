@@ -154,15 +154,15 @@ func (v *vm) httpDo(L *lua.LState, method string, n int) int {
 		}
 	}
 
-	// Parked: other requests run Lua on this VM during the wait, which
-	// is not charged to this one's budget. Only locals are used until
-	// unpark.
 	c, err := v.s.http.get()
 	if err != nil {
 		L.Push(lua.LNil)
 		L.Push(lua.LString("keystone.http: " + err.Error()))
 		return 2
 	}
+	// Parked: other requests run Lua on this VM during the wait, which
+	// is not charged to this one's budget. Only locals are used until
+	// unpark.
 	th, ok := v.park()
 	if !ok {
 		L.RaiseError("%s", errTimeoutText)

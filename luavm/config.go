@@ -101,7 +101,7 @@ func (c Config) withDefaults() (Config, error) {
 		name       string
 		value, max int64
 	}{
-		{"PoolSize", int64(c.PoolSize), config.MaxLuaPoolSize}, {"MaxVMs", int64(c.MaxVMs), math.MaxInt32},
+		{"PoolSize", int64(c.PoolSize), config.MaxLuaPoolSize}, {"MaxVMs", int64(c.MaxVMs), math.MaxInt64},
 		{"MaxExecution", int64(c.MaxExecution), math.MaxInt64},
 		{"CallStackSize", int64(c.CallStackSize), math.MaxInt32}, {"RegistryMaxSize", int64(c.RegistryMaxSize), math.MaxInt32},
 		{"MaxStringSize", int64(c.MaxStringSize), math.MaxInt64}, {"MaxScriptSize", int64(c.MaxScriptSize), math.MaxInt64},
