@@ -204,9 +204,14 @@ type ResponseHeaderRules struct {
 	Remove []string          `yaml:"remove"`
 }
 
-func defaultAuth() Auth       { return Auth{Mode: "any"} }
-func defaultJWT() JWT         { return JWT{Header: "Authorization", JWKSRefresh: Duration(10 * time.Minute)} }
-func defaultAPIKeys() APIKeys { return APIKeys{Header: "X-API-Key"} }
+// DefaultAuth, DefaultJWT and DefaultAPIKeys return the defaults of the
+// auth:, auth.jwt: and auth.api_keys: blocks, the ones their field docs
+// promise. A keystone.auth middleware in a script starts from them too
+// when its tenant has no such block.
+func DefaultAuth() Auth       { return Auth{Mode: "any"} }
+func DefaultJWT() JWT         { return JWT{Header: "Authorization", JWKSRefresh: Duration(10 * time.Minute)} }
+func DefaultAPIKeys() APIKeys { return APIKeys{Header: "X-API-Key"} }
+
 func defaultCORS() CORS {
 	return CORS{AllowMethods: []string{"GET", "HEAD", "POST"}}
 }
@@ -216,11 +221,11 @@ func defaultCORS() CORS {
 func authDefault(t reflect.Type) (any, bool) {
 	switch t {
 	case reflect.TypeFor[Auth]():
-		return defaultAuth(), true
+		return DefaultAuth(), true
 	case reflect.TypeFor[JWT]():
-		return defaultJWT(), true
+		return DefaultJWT(), true
 	case reflect.TypeFor[APIKeys]():
-		return defaultAPIKeys(), true
+		return DefaultAPIKeys(), true
 	case reflect.TypeFor[CORS]():
 		return defaultCORS(), true
 	}

@@ -517,6 +517,8 @@ func TestErrors(t *testing.T) {
 			`x.yaml:2:15: lua.max_memory: expected at least 1MiB, got 512KiB`,
 			`x.yaml:3:12: lua.vm_wait: expected a duration greater than 0, got 0s`,
 			`x.yaml:4:16: lua.idle_vm_ttl: expected a duration greater than 0, got -1s`}},
+		{"a memory budget without room for the pool", "lua:\n  pool_size: 16\n  max_memory: 2MiB\n" + okTenant, []string{
+			`x.yaml:3:15: lua.max_memory: expected at least 2064KiB to hold pool_size (16) VMs and one request thread, got 2MiB`}},
 
 		// tenants.
 		{"no tenants", "server: {}\n", []string{

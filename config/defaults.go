@@ -17,8 +17,8 @@ import (
 // it, and a written 0 is validated rather than taken for "unset".
 
 // defaultConfig returns a Config with the defaults of every section. The
-// Lua pool sizes depend on each other and on GOMAXPROCS; finishDefaults
-// fills them after decoding.
+// Lua pool sizes depend on each other; finishDefaults fills max_vms after
+// decoding, from the pool size decoded.
 func defaultConfig() Config {
 	return Config{
 		Server: Server{
@@ -34,7 +34,7 @@ func defaultConfig() Config {
 			MaxHeaders:            100,
 			MaxConns:              262144,
 			ShutdownGrace:         Duration(15 * time.Second),
-			RequestIDHeader:       "X-Request-ID",
+			RequestIDHeader:       DefaultRequestIDHeader,
 			Compression:           defaultCompression(),
 		},
 		Admin: Admin{
@@ -61,29 +61,16 @@ func defaultConfig() Config {
 			Debounce: Duration(250 * time.Millisecond),
 		},
 		Shared: defaultShared(),
-		Lua: Lua{
-			MaxExecution:     Duration(50 * time.Millisecond),
-			CallStackSize:    200,
-			RegistryMaxSize:  262144,
-			MaxStringSize:    16 * MiB,
-			MaxScriptSize:    1 * MiB,
-			MaxMemory:        512 * MiB,
-			VMWait:           Duration(time.Second),
-			IdleVMTTL:        Duration(30 * time.Second),
-			MaxRuntimeRoutes: 1000,
-		},
+		Lua:    DefaultLua(),
 	}
 }
 
 // finishDefaults fills the defaults that depend on other values: the Lua
-// pool is sized from GOMAXPROCS unless set, MaxVMs from the pool, and a
-// tenant's outlier detection from its number of upstreams.
+// MaxVMs from the pool size, and a tenant's outlier detection from its
+// number of upstreams.
 func finishDefaults(c *Config, set func(path string) bool) {
-	if !set("lua.pool_size") {
-		c.Lua.PoolSize = runtime.GOMAXPROCS(0)
-	}
 	if !set("lua.max_vms") {
-		c.Lua.MaxVMs = max(4*c.Lua.PoolSize, 64)
+		c.Lua.MaxVMs = DefaultLuaMaxVMs(c.Lua.PoolSize)
 	}
 	// Passive ejection is on by default where it can help: with two or
 	// more upstreams, a dead one leaves rotation after a few failures
@@ -98,6 +85,38 @@ func finishDefaults(c *Config, set func(path string) bool) {
 	}
 	inheritCompression(c, set)
 }
+
+// DefaultRequestIDHeader is server.request_id_header's default, and the
+// header luavm reads the request id from when its Options leave it empty.
+const DefaultRequestIDHeader = "X-Request-ID"
+
+// DefaultLua returns the lua: section's defaults, the ones the field docs
+// of Lua promise: PoolSize is GOMAXPROCS, MaxVMs DefaultLuaMaxVMs(PoolSize)
+// and ScriptsDir empty (Load resolves it to the config file's directory).
+// luavm.Config takes its zero fields from here, so a script loaded without
+// a config file runs under the same limits as one loaded with an empty
+// lua: section.
+func DefaultLua() Lua {
+	pool := runtime.GOMAXPROCS(0)
+	return Lua{
+		PoolSize:         pool,
+		MaxVMs:           DefaultLuaMaxVMs(pool),
+		MaxExecution:     Duration(50 * time.Millisecond),
+		CallStackSize:    200,
+		RegistryMaxSize:  262144,
+		MaxStringSize:    16 * MiB,
+		MaxScriptSize:    1 * MiB,
+		MaxMemory:        512 * MiB,
+		VMWait:           Duration(time.Second),
+		IdleVMTTL:        Duration(30 * time.Second),
+		MaxRuntimeRoutes: 1000,
+	}
+}
+
+// DefaultLuaMaxVMs returns lua.max_vms's default for a pool of poolSize
+// warm VMs: 4*poolSize, at least 64, so that a small pool still has room
+// to grow under a burst of requests that all run Lua at once.
+func DefaultLuaMaxVMs(poolSize int) int { return max(4*poolSize, 64) }
 
 // defaultTenant returns a Tenant with every default set.
 func defaultTenant() Tenant {

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 )
 
 // docBlock is one fenced code block of a Markdown file.
@@ -160,4 +162,130 @@ tenants:
 			t.Errorf("%s written out as documented defaults:\n%+v\ndiffers from the defaults:\n%+v", s.name, s.got, s.want)
 		}
 	}
+}
+
+// TestDocsTableDefaults reads the Default column of every key table in
+// docs/configuration.md and checks each single literal (`30s`, `1MiB`,
+// `"X-Request-ID"`, `true`) against the default the code applies to that
+// key, so the tables cannot drift from config's defaults. Defaults written
+// in words (GOMAXPROCS, off, none) are left to the prose.
+func TestDocsTableDefaults(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenant := defaultTenant()
+	sections := map[string]any{
+		"server": defaultConfig().Server, "server.tls": defaultTLS(), "admin": defaultConfig().Admin,
+		"logging": defaultConfig().Logging, "metrics": defaultConfig().Metrics, "tracing": defaultConfig().Tracing,
+		"lua": DefaultLua(), "reload": defaultConfig().Reload, "shared": defaultShared(),
+		"tenants": tenant, "upstreams": Upstream{Weight: 1}, "timeouts": tenant.Timeouts, "pool": tenant.Pool,
+		"retries": tenant.Retries, "health_check": defaultHealthCheck(), "outlier_detection": defaultOutlierDetection(),
+		"circuit_breaker": defaultCircuitBreaker(), "auth": DefaultAuth(), "auth.jwt": DefaultJWT(),
+		"auth.api_keys": DefaultAPIKeys(), "cors": defaultCORS(), "compression": defaultCompression(),
+		"websocket": defaultWebSocket(), "rate_limits": defaultRateLimit(),
+	}
+	var section reflect.Value // the defaults of the current key table, if known
+	var ok bool
+	checked := 0
+	for i, line := range strings.Split(string(doc), "\n") {
+		switch {
+		case strings.HasPrefix(line, "## ") || strings.HasPrefix(line, "### "):
+			section = reflect.Value{}
+			if v, known := sections[strings.TrimSpace(strings.TrimLeft(line, "#"))]; known {
+				section = reflect.ValueOf(v)
+			}
+			continue
+		case strings.HasPrefix(line, "| Key |"):
+			continue
+		case section.IsValid() && strings.HasPrefix(line, "| `") && strings.Contains(line, "` key |"):
+			// "| `acme` key | ...": a table of a block's keys.
+			block, _, _ := strings.Cut(line[3:], "`")
+			if section, ok = fieldByTag(section, block); !ok {
+				t.Errorf("docs/configuration.md:%d: block %q has no field in its section's defaults", i+1, block)
+			}
+			continue
+		case !section.IsValid() || !strings.HasPrefix(line, "| `"):
+			if !strings.HasPrefix(line, "|") {
+				continue
+			}
+			if !strings.HasPrefix(line, "| `") && !strings.HasPrefix(line, "|---") {
+				section = reflect.Value{} // a table of something other than keys
+			}
+			continue
+		}
+		cells := strings.Split(line, "|")
+		if len(cells) < 5 {
+			continue
+		}
+		key, def := strings.Trim(strings.TrimSpace(cells[1]), "`"), strings.TrimSpace(cells[3])
+		if len(def) < 2 || def[0] != '`' || def[len(def)-1] != '`' || strings.Count(def, "`") != 2 {
+			continue
+		}
+		lit := def[1 : len(def)-1]
+		f, ok := fieldByTag(section, key)
+		if !ok {
+			t.Errorf("docs/configuration.md:%d: key %q has no field in its section's defaults", i+1, key)
+			continue
+		}
+		if msg := literalMatches(f, lit); msg != "" {
+			t.Errorf("docs/configuration.md:%d: %s documents default %s: %s", i+1, key, def, msg)
+		}
+		checked++
+	}
+	if checked < 100 {
+		t.Errorf("checked %d documented defaults, want every key table's", checked)
+	}
+}
+
+// fieldByTag returns the field of struct v whose yaml tag is key, or of
+// its nested blocks for a dotted key ("redis.timeout").
+func fieldByTag(v reflect.Value, key string) (reflect.Value, bool) {
+	name, rest, nested := strings.Cut(key, ".")
+	for i := range v.NumField() {
+		if tag, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ","); tag == name {
+			if nested {
+				return fieldByTag(v.Field(i), rest)
+			}
+			return v.Field(i), true
+		}
+	}
+	return reflect.Value{}, false
+}
+
+// literalMatches reports how the documented literal lit differs from the
+// default f, or "" if it is the same value. Types without a one-literal
+// form (lists, blocks) always match.
+func literalMatches(f reflect.Value, lit string) string {
+	var want any
+	var err error
+	switch f.Type() {
+	case reflect.TypeFor[Duration]():
+		var d time.Duration
+		d, err = time.ParseDuration(lit)
+		want = Duration(d)
+	case reflect.TypeFor[Size]():
+		want, err = ParseSize(lit)
+	default:
+		switch f.Kind() {
+		case reflect.Int:
+			want, err = strconv.Atoi(lit)
+		case reflect.Float64:
+			want, err = strconv.ParseFloat(lit, 64)
+		case reflect.Bool:
+			want, err = strconv.ParseBool(lit)
+		case reflect.String:
+			want = strings.Trim(lit, `"`)
+		default:
+			return ""
+		}
+	}
+	if err != nil {
+		return err.Error()
+	}
+	if got := f.Interface(); got != want {
+		return fmt.Sprintf("the code's default is %v", got)
+	}
+	return ""
 }

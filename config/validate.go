@@ -225,8 +225,33 @@ func ratio(d *decoder, p string, v float64) {
 	}
 }
 
+// Ranges of the lua: settings beyond "greater than zero". Validate
+// enforces them on the file; luavm.Load checks the same ones on a
+// luavm.Config built without a config file, so the two cannot disagree.
+const (
+	// MaxLuaPoolSize is the largest lua.pool_size.
+	MaxLuaPoolSize = 1 << 16
+
+	// MaxLuaRuntimeRoutes is the largest lua.max_runtime_routes.
+	MaxLuaRuntimeRoutes = 1_000_000
+
+	// LuaVMCost and LuaThreadCost are what lua.max_memory charges for
+	// each VM and each request thread (one per in-flight request, plus
+	// idle pooled ones). luavm's TestMemoryEstimates fails if either is
+	// below the heap cost it measures.
+	LuaVMCost     = 128 * KiB
+	LuaThreadCost = 16 * KiB
+)
+
+// MinLuaMemory returns the smallest lua.max_memory that holds poolSize
+// VMs and one request thread: with less, no script can load, since Load
+// warms poolSize VMs and a request needs a thread.
+func MinLuaMemory(poolSize int) Size {
+	return Size(poolSize)*LuaVMCost + LuaThreadCost
+}
+
 func validateLua(l *Lua, d *decoder) {
-	between(d, "lua.pool_size", l.PoolSize, 1, 1<<16)
+	between(d, "lua.pool_size", l.PoolSize, 1, MaxLuaPoolSize)
 	if l.MaxVMs < l.PoolSize && l.PoolSize >= 1 {
 		if d.pick("lua.max_vms", "lua.pool_size") == "lua.max_vms" {
 			d.errorAt("lua.max_vms", "expected at least pool_size (%d), got %d", l.PoolSize, l.MaxVMs)
@@ -239,9 +264,14 @@ func validateLua(l *Lua, d *decoder) {
 	between(d, "lua.registry_max_size", l.RegistryMaxSize, 1, math.MaxInt32)
 	positiveSize(d, "lua.max_string_size", l.MaxStringSize)
 	positiveSize(d, "lua.max_script_size", l.MaxScriptSize)
-	between(d, "lua.max_runtime_routes", l.MaxRuntimeRoutes, 1, 1_000_000)
+	between(d, "lua.max_runtime_routes", l.MaxRuntimeRoutes, 1, MaxLuaRuntimeRoutes)
+	// 1MiB guards against a unit left out ("max_memory: 512" for 512MiB);
+	// MinLuaMemory is what the pool needs, which luavm.Load checks too.
 	if l.MaxMemory < MiB {
 		d.errorAt("lua.max_memory", "expected at least 1MiB, got %s", l.MaxMemory)
+	} else if l.PoolSize >= 1 && l.PoolSize <= MaxLuaPoolSize && l.MaxMemory < MinLuaMemory(l.PoolSize) {
+		d.errorAt("lua.max_memory", "expected at least %s to hold pool_size (%d) VMs and one request thread, got %s",
+			MinLuaMemory(l.PoolSize), l.PoolSize, l.MaxMemory)
 	}
 	positive(d, "lua.vm_wait", l.VMWait)
 	positive(d, "lua.idle_vm_ttl", l.IdleVMTTL)

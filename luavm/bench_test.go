@@ -2,6 +2,7 @@ package luavm
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -186,4 +187,51 @@ func BenchmarkContextWithTimeout(b *testing.B) {
 		_ = ctx.Done()
 		cancel()
 	}
+}
+
+// httpGetScript calls keystone.http.Get on the upstream named by %s and
+// answers with its body.
+const httpGetScript = `
+local r = chi.NewRouter()
+r:Get("/call", function(w, req)
+  local res, err = keystone.http.Get("http://%s/x?q=1")
+  if not res then error(err) end
+  w:Write(res.body)
+end)
+return r
+`
+
+// BenchmarkHTTPGet bounds a keystone.http.Get round trip to a loopback
+// upstream over a kept-alive connection: parking the VM, the client call,
+// and building the Lua response table.
+func BenchmarkHTTPGet(b *testing.B) {
+	up := startUpstream(b, "api")
+	s := benchScript(b, fmt.Sprintf(httpGetScript, up.addr))
+	ctx := newCtx("GET", "/call")
+	b.ReportAllocs()
+	for b.Loop() {
+		ctx.Response.Reset()
+		s.Handler(ctx)
+	}
+	if ctx.Response.StatusCode() != 200 {
+		b.Fatalf("%d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+}
+
+// BenchmarkHTTPGetParallel is BenchmarkHTTPGet from every core: the
+// script's client is shared by all of its requests.
+func BenchmarkHTTPGetParallel(b *testing.B) {
+	up := startUpstream(b, "api")
+	s := benchScript(b, fmt.Sprintf(httpGetScript, up.addr))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := newCtx("GET", "/call")
+		for pb.Next() {
+			ctx.Response.Reset()
+			s.Handler(ctx)
+		}
+		if ctx.Response.StatusCode() != 200 {
+			b.Errorf("%d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+	})
 }

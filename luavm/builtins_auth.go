@@ -188,7 +188,8 @@ func (s *Script) authenticator(method string, opts *lua.LTable) (*auth.Authentic
 // that method (if any), with the script's options over it. set lists the
 // fields the options wrote, for config.CheckAuth.
 func (s *Script) authConfig(method string, vals map[string]any, base *config.Auth) (*config.Auth, []string, error) {
-	a := &config.Auth{Mode: "any"}
+	blk := config.DefaultAuth()
+	a := &blk
 	if base != nil {
 		a.StripCredentials = base.StripCredentials
 	}
@@ -250,7 +251,8 @@ func (s *Script) authConfig(method string, vals map[string]any, base *config.Aut
 	var errs []error
 	switch method {
 	case auth.MethodJWT:
-		j := &config.JWT{Header: "Authorization", JWKSRefresh: config.Duration(10 * time.Minute)}
+		jwt := config.DefaultJWT()
+		j := &jwt
 		if base != nil && base.JWT != nil {
 			cp := *base.JWT
 			j = &cp
@@ -291,7 +293,8 @@ func (s *Script) authConfig(method string, vals map[string]any, base *config.Aut
 		}
 		a.JWT = j
 	case auth.MethodAPIKey:
-		k := &config.APIKeys{Header: "X-API-Key"}
+		keys := config.DefaultAPIKeys()
+		k := &keys
 		if base != nil && base.APIKeys != nil {
 			cp := *base.APIKeys
 			k = &cp

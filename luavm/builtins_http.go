@@ -1,7 +1,10 @@
 package luavm
 
 import (
+	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -9,18 +12,84 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// defaultHTTPClient serves keystone.http when Options.HTTPClient is nil.
-// It is configured once here and never modified; fasthttp.Client is safe
-// for concurrent use and pools connections per host.
-var defaultHTTPClient = &fasthttp.Client{
-	Name:                     "keystone-lua",
-	MaxConnsPerHost:          256,
-	MaxIdleConnDuration:      30 * time.Second,
-	MaxConnWaitTimeout:       time.Second,
-	ReadTimeout:              30 * time.Second,
-	WriteTimeout:             30 * time.Second,
-	MaxResponseBodySize:      64 << 20,
-	NoDefaultUserAgentHeader: false,
+// newHTTPClient returns the client one script's keystone.http uses when
+// Options.HTTPClient is nil. fasthttp.Client is safe for concurrent use
+// and pools connections per host.
+func newHTTPClient() *fasthttp.Client {
+	return &fasthttp.Client{
+		Name:                "keystone-lua",
+		MaxConnsPerHost:     256,
+		MaxIdleConnDuration: 30 * time.Second,
+		MaxConnWaitTimeout:  time.Second,
+		ReadTimeout:         30 * time.Second,
+		WriteTimeout:        30 * time.Second,
+		MaxResponseBodySize: 64 << 20,
+	}
+}
+
+// errHTTPClosed is what keystone.http returns once its script is closed.
+var errHTTPClosed = errors.New("the script is closed")
+
+// httpClient is one Script's keystone.http client. Unless Options gave
+// one, it is made on the script's first keystone.http call, so a script
+// that never calls out holds none, and Script.Close closes its idle
+// connections, so that no keep-alive connection to a host a retired
+// script called outlives the script. A call after Close gets
+// errHTTPClosed. An httpClient must not be copied.
+type httpClient struct {
+	// given is Options.HTTPClient; its owner closes it, not the Script.
+	given *fasthttp.Client
+
+	// own is written once, under mu, by the first keystone.http call
+	// (nil until then); read by every call and by close.
+	own atomic.Pointer[fasthttp.Client]
+	mu  sync.Mutex
+
+	// closed is set by close and read by every call: false to true, once.
+	closed atomic.Bool
+}
+
+// get returns the client for one keystone.http call, making it on first
+// use.
+func (h *httpClient) get() (*fasthttp.Client, error) {
+	if h.closed.Load() {
+		return nil, errHTTPClosed
+	}
+	if h.given != nil {
+		return h.given, nil
+	}
+	if c := h.own.Load(); c != nil {
+		return c, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.own.Load()
+	if c == nil {
+		c = newHTTPClient()
+		h.own.Store(c)
+	}
+	return c, nil
+}
+
+// done follows each call made with c. A call that was in flight when the
+// script closed returned its connection to the pool after close emptied
+// it: close it now. (close sets closed before emptying the pool, so
+// either close sees the connection idle or done sees closed.)
+func (h *httpClient) done(c *fasthttp.Client) {
+	if h.closed.Load() && c == h.own.Load() {
+		c.CloseIdleConnections()
+	}
+}
+
+// close refuses further calls and closes the idle connections of the
+// client the script made; connections in use close when their call ends
+// (done). fasthttp's cleaner goroutines of the client end once it holds
+// no connection, within its MaxIdleConnDuration.
+func (h *httpClient) close() {
+	h.closed.Store(true)
+	if c := h.own.Load(); c != nil {
+		c.CloseIdleConnections()
+	}
 }
 
 const (
@@ -85,6 +154,12 @@ func (v *vm) httpDo(L *lua.LState, method string, n int) int {
 		}
 	}
 
+	c, err := v.s.http.get()
+	if err != nil {
+		L.Push(lua.LNil)
+		L.Push(lua.LString("keystone.http: " + err.Error()))
+		return 2
+	}
 	// Parked: other requests run Lua on this VM during the wait, which
 	// is not charged to this one's budget. Only locals are used until
 	// unpark.
@@ -92,7 +167,8 @@ func (v *vm) httpDo(L *lua.LState, method string, n int) int {
 	if !ok {
 		L.RaiseError("%s", errTimeoutText)
 	}
-	err := doParked(th, v.s.http, req, resp, timeout)
+	err = doParked(th, c, req, resp, timeout)
+	v.s.http.done(c)
 	if err != nil {
 		L.Push(lua.LNil)
 		L.Push(lua.LString("keystone.http: " + err.Error()))

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/keystone-gateway/keystone/config"
 	lua "github.com/yuin/gopher-lua"
 	"github.com/yuin/gopher-lua/parse"
 )
@@ -45,11 +46,11 @@ func displayPath(dir, name string) string {
 }
 
 // Compile reads name from fsys, parses and compiles it, with the default
-// MaxScriptSize. Errors are an ErrorList of one *Error,
+// MaxScriptSize (config.DefaultLua). Errors are an ErrorList of one *Error,
 // "FILE:LINE:COL: message" (the column only for parse errors: gopher-lua's
 // compiler reports lines alone).
 func Compile(fsys fs.FS, name string) (*Program, error) {
-	return compile(fsys, name, "", defaultMaxScriptSize)
+	return compile(fsys, name, "", int(config.DefaultLua().MaxScriptSize))
 }
 
 // compile is Compile with the scripts directory to print paths under and

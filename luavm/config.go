@@ -3,15 +3,18 @@ package luavm
 import (
 	"fmt"
 	"log/slog"
-	"runtime"
+	"math"
 	"time"
 
+	"github.com/keystone-gateway/keystone/config"
 	"github.com/valyala/fasthttp"
 )
 
 // Config bounds the VMs and the run time of one script. The zero value is
-// usable: every zero field takes the default its comment names. The
-// config package fills these from the lua: section of the YAML file.
+// usable: every zero field takes the default its comment names, which is
+// config's (config.DefaultLua), and a field outside the range config
+// validates for the same setting fails Load. The server fills these from
+// the lua: section of the YAML file.
 type Config struct {
 	// PoolSize is the number of warm VMs kept per script, all created by
 	// Load. If zero, GOMAXPROCS.
@@ -74,18 +77,9 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Defaults, as documented on Config.
+// Internal sizes and budgets, not settings. The settings' defaults and
+// ranges are config's (config.DefaultLua, config.MaxLuaPoolSize ...).
 const (
-	defaultMaxExecution    = 50 * time.Millisecond
-	defaultCallStackSize   = 200
-	defaultRegistryMaxSize = 262144
-	defaultMaxStringSize   = 16 << 20
-	defaultMaxScriptSize   = 1 << 20
-	defaultMaxMemory       = 512 << 20
-	defaultVMWait          = time.Second
-	defaultIdleVMTTL       = 30 * time.Second
-	minDefaultMaxVMs       = 64
-
 	// initialRegistrySize is where the value stack (registry) of each
 	// VM and thread starts; it grows in registryGrowStep slots up to
 	// RegistryMaxSize. Small, because every in-flight request holds a
@@ -97,65 +91,70 @@ const (
 	// middleware when a VM is created: far above any sane script, far
 	// below a hung load.
 	buildBudget = time.Second
-
-	// defaultRequestIDHeader is read for the request id in logs.
-	defaultRequestIDHeader = "X-Request-ID"
 )
 
+// withDefaults returns c with every zero field set to config's default
+// for it (config.DefaultLua), or an error if a field is outside the range
+// config.Validate enforces on the same setting.
 func (c Config) withDefaults() (Config, error) {
 	for _, f := range []struct {
-		name  string
-		value int64
+		name       string
+		value, max int64
 	}{
-		{"PoolSize", int64(c.PoolSize)}, {"MaxVMs", int64(c.MaxVMs)}, {"MaxExecution", int64(c.MaxExecution)},
-		{"CallStackSize", int64(c.CallStackSize)}, {"RegistryMaxSize", int64(c.RegistryMaxSize)},
-		{"MaxStringSize", int64(c.MaxStringSize)}, {"MaxScriptSize", int64(c.MaxScriptSize)},
-		{"MaxRuntimeRoutes", int64(c.MaxRuntimeRoutes)},
-		{"MaxMemory", c.MaxMemory},
-		{"VMWait", int64(c.VMWait)}, {"IdleVMTTL", int64(c.IdleVMTTL)},
+		{"PoolSize", int64(c.PoolSize), config.MaxLuaPoolSize}, {"MaxVMs", int64(c.MaxVMs), math.MaxInt64},
+		{"MaxExecution", int64(c.MaxExecution), math.MaxInt64},
+		{"CallStackSize", int64(c.CallStackSize), math.MaxInt32}, {"RegistryMaxSize", int64(c.RegistryMaxSize), math.MaxInt32},
+		{"MaxStringSize", int64(c.MaxStringSize), math.MaxInt64}, {"MaxScriptSize", int64(c.MaxScriptSize), math.MaxInt64},
+		{"MaxRuntimeRoutes", int64(c.MaxRuntimeRoutes), config.MaxLuaRuntimeRoutes},
+		{"MaxMemory", c.MaxMemory, math.MaxInt64},
+		{"VMWait", int64(c.VMWait), math.MaxInt64}, {"IdleVMTTL", int64(c.IdleVMTTL), math.MaxInt64},
 	} {
 		if f.value < 0 {
 			return c, fmt.Errorf("luavm: Config.%s is negative (%d)", f.name, f.value)
 		}
+		if f.value > f.max {
+			return c, fmt.Errorf("luavm: Config.%s (%d) is above %d", f.name, f.value, f.max)
+		}
 	}
+	d := config.DefaultLua()
 	if c.PoolSize == 0 {
-		c.PoolSize = runtime.GOMAXPROCS(0)
+		c.PoolSize = d.PoolSize
 	}
 	if c.MaxVMs == 0 {
-		c.MaxVMs = max(4*c.PoolSize, minDefaultMaxVMs)
+		c.MaxVMs = config.DefaultLuaMaxVMs(c.PoolSize)
 	}
 	if c.MaxVMs < c.PoolSize {
 		return c, fmt.Errorf("luavm: MaxVMs (%d) is less than PoolSize (%d)", c.MaxVMs, c.PoolSize)
 	}
 	if c.MaxExecution == 0 {
-		c.MaxExecution = defaultMaxExecution
+		c.MaxExecution = d.MaxExecution.D()
 	}
 	if c.CallStackSize == 0 {
-		c.CallStackSize = defaultCallStackSize
+		c.CallStackSize = d.CallStackSize
 	}
 	if c.RegistryMaxSize == 0 {
-		c.RegistryMaxSize = defaultRegistryMaxSize
+		c.RegistryMaxSize = d.RegistryMaxSize
 	}
 	if c.MaxStringSize == 0 {
-		c.MaxStringSize = defaultMaxStringSize
+		c.MaxStringSize = int(d.MaxStringSize)
 	}
 	if c.MaxScriptSize == 0 {
-		c.MaxScriptSize = defaultMaxScriptSize
+		c.MaxScriptSize = int(d.MaxScriptSize)
 	}
 	if c.MaxRuntimeRoutes == 0 {
-		c.MaxRuntimeRoutes = defaultMaxRuntimeRoutes
+		c.MaxRuntimeRoutes = d.MaxRuntimeRoutes
 	}
 	if c.MaxMemory == 0 {
-		c.MaxMemory = defaultMaxMemory
+		c.MaxMemory = int64(d.MaxMemory)
 	}
-	if need := int64(c.PoolSize)*vmCost + threadCost; c.MaxMemory < need {
+	if need := int64(config.MinLuaMemory(c.PoolSize)); c.MaxMemory < need {
 		return c, fmt.Errorf("luavm: MaxMemory (%d) is below PoolSize VMs and one request thread (%d bytes)", c.MaxMemory, need)
 	}
 	if c.VMWait == 0 {
-		c.VMWait = defaultVMWait
+		c.VMWait = d.VMWait.D()
 	}
 	if c.IdleVMTTL == 0 {
-		c.IdleVMTTL = defaultIdleVMTTL
+		c.IdleVMTTL = d.IdleVMTTL.D()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -210,8 +209,10 @@ type Options struct {
 	// root router's middleware, as chi's NotFound does.
 	Fallback fasthttp.RequestHandler
 
-	// HTTPClient serves keystone.http. If nil, a package-level pooled
-	// client with bounded connections and response bodies.
+	// HTTPClient serves keystone.http; the caller owns it and closes it.
+	// If nil, the Script makes its own pooled client, with bounded
+	// connections and response bodies, on its first keystone.http call,
+	// and closes its idle connections in Close.
 	HTTPClient *fasthttp.Client
 
 	// ScriptsDir is the directory the script's fs.FS was opened from, as
@@ -222,7 +223,7 @@ type Options struct {
 	ScriptsDir string
 
 	// RequestIDHeader names the request id header read for logs.
-	// If empty, "X-Request-ID".
+	// If empty, config.DefaultRequestIDHeader ("X-Request-ID").
 	RequestIDHeader string
 
 	// RuntimeRoutes holds the routes keystone.AddRoute adds. Pass the

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/keystone-gateway/keystone/config"
 )
 
 // A request to a script runs on two pooled objects:
@@ -84,15 +86,16 @@ type pool struct {
 	inflight                       atomic.Int64
 }
 
-// Per-object memory, in bytes, that the memory budget charges: measured
-// by TestMemoryEstimates (heap delta over many objects after GC, with the
+// Per-object memory, in bytes, that the memory budget charges
+// (config.LuaVMCost and config.LuaThreadCost, which lua.max_memory's
+// validation uses too): measured by TestMemoryEstimates (heap delta over many objects after GC, with the
 // example middleware + keystone.Proxy script), which fails if either is
 // below what it measures. A VM's own estimate covers the sandbox, the
 // bindings and a small script; a script with large top-level tables costs
 // more per VM, which lua.max_vms bounds.
 const (
-	vmCost     = 128 << 10
-	threadCost = 16 << 10
+	vmCost     = int64(config.LuaVMCost)
+	threadCost = int64(config.LuaThreadCost)
 )
 
 func newPool(cfg Config) *pool {

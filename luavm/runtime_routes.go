@@ -14,9 +14,6 @@ import (
 	lua "github.com/yuin/gopher-lua"
 )
 
-// defaultMaxRuntimeRoutes is Config.MaxRuntimeRoutes when zero.
-const defaultMaxRuntimeRoutes = 1000
-
 // RuntimeRoutes holds the routes a tenant's script added at run time with
 // keystone.AddRoute. It outlives a Script when the server passes the same
 // one to the next load of an unchanged script (Options.RuntimeRoutes), so

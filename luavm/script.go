@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/router"
+	"github.com/keystone-gateway/keystone/config"
 	"github.com/valyala/fasthttp"
 )
 
@@ -27,7 +28,7 @@ type Script struct {
 	opts        Options
 	host        Host
 	store       Store
-	http        *fasthttp.Client
+	http        httpClient
 	log         *slog.Logger
 	reqIDHeader string
 	prefix      string
@@ -146,7 +147,6 @@ func LoadProgram(cfg Config, prog *Program, opts Options) (*Script, error) {
 		opts:        opts,
 		host:        opts.Host,
 		store:       opts.Store,
-		http:        opts.HTTPClient,
 		reqIDHeader: opts.RequestIDHeader,
 		prefix:      prefix,
 		pool:        newPool(cfg),
@@ -161,11 +161,9 @@ func LoadProgram(cfg Config, prog *Program, opts Options) (*Script, error) {
 	if s.rt.shared = opts.RuntimeRoutes; s.rt.shared == nil {
 		s.rt.shared = NewRuntimeRoutes()
 	}
-	if s.http == nil {
-		s.http = defaultHTTPClient
-	}
+	s.http.given = opts.HTTPClient
 	if s.reqIDHeader == "" {
-		s.reqIDHeader = defaultRequestIDHeader
+		s.reqIDHeader = config.DefaultRequestIDHeader
 	}
 	s.log = cfg.Logger.With(slog.String("component", "lua"), slog.String("tenant", opts.Tenant), slog.String("script", prog.name))
 
@@ -252,13 +250,15 @@ func (s *Script) Stats() Stats {
 	return st
 }
 
-// Close releases the pooled VMs. Handler must not be called after Close; a
+// Close releases the pooled VMs and closes the idle connections of the
+// script's keystone.http client. Handler must not be called after Close; a
 // VM still serving a request when Close is called is released when it
-// finishes.
+// finishes, and a keystone.http call it makes returns an error.
 func (s *Script) Close() {
 	if s.closed.Swap(true) {
 		return
 	}
+	s.http.close()
 	sched.release()
 	vms, threads := s.pool.drain()
 	for _, v := range vms {
