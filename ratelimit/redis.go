@@ -96,13 +96,24 @@ type RedisConfig struct {
 // circuit breaker: after 3 consecutive failures (or half of 20 commands in
 // 10s) it fails fast with ErrUnavailable for 1s, then lets one probe
 // through, so a dead Redis costs a request nothing instead of Timeout.
+// On a Redis Cluster there is one breaker per hash slot: a dead master
+// fails fast for the keys it serves while the other masters' keys are
+// still asked (one breaker for the client would either not open, the live
+// masters' successes outnumbering the failures, so every request of a key
+// on the dead master waited Timeout; or open for every key).
 // Safe for concurrent use; Close it when done.
 type Redis struct {
 	c       redis.UniversalClient
-	br      *breaker.Breaker
 	timeout time.Duration
 	script  *redis.Script
 	log     *slog.Logger
+
+	// br is the breaker of a single server; nil on a cluster.
+	br *breaker.Breaker
+	// slots are a cluster's breakers by hash slot, each made by the
+	// first command on its slot (CompareAndSwap from nil) and never
+	// replaced; nil for a single server.
+	slots []atomic.Pointer[breaker.Breaker]
 
 	// errors counts failed commands, fastFails requests answered by the
 	// open breaker without asking Redis. Written by Allow and Charge,
@@ -175,7 +186,16 @@ func NewRedis(c RedisConfig) *Redis {
 		})
 	}
 	r := &Redis{c: client, timeout: c.Timeout, script: redis.NewScript(gcraScript), log: c.Logger}
-	r.br = breaker.New(breaker.Settings{
+	if c.Cluster {
+		r.slots = make([]atomic.Pointer[breaker.Breaker], clusterSlots)
+	} else {
+		r.br = r.newBreaker(r.log)
+	}
+	return r
+}
+
+func (r *Redis) newBreaker(log *slog.Logger) *breaker.Breaker {
+	return breaker.New(breaker.Settings{
 		FailureThreshold:    3,
 		FailureRatio:        0.5,
 		MinRequests:         20,
@@ -183,10 +203,27 @@ func NewRedis(c RedisConfig) *Redis {
 		OpenTimeout:         time.Second,
 		HalfOpenMaxRequests: 1,
 		OnStateChange: func(from, to breaker.State) {
-			r.log.Warn("redis breaker state changed", "component", "ratelimit", "from", from.String(), "to", to.String())
+			log.Warn("redis breaker state changed", "component", "ratelimit", "from", from.String(), "to", to.String())
 		},
 	})
-	return r
+}
+
+// breakerFor returns the breaker guarding the server of key: the one
+// breaker of a single server, or the breaker of key's hash slot.
+func (r *Redis) breakerFor(key string) *breaker.Breaker {
+	if r.slots == nil {
+		return r.br
+	}
+	slot := Slot(key)
+	p := &r.slots[slot]
+	if b := p.Load(); b != nil {
+		return b
+	}
+	b := r.newBreaker(r.log.With("slot", slot))
+	if p.CompareAndSwap(nil, b) {
+		return b
+	}
+	return p.Load()
 }
 
 // Client returns the underlying client, for keystone.store.
@@ -205,17 +242,46 @@ type RedisStats struct {
 	FastFails uint64 `json:"fast_fails"`
 }
 
-// Stats returns the client's counters.
+// Stats returns the client's counters. On a cluster Breaker is the worst
+// state of any slot's breaker: open if one is open.
 func (r *Redis) Stats() RedisStats {
-	return RedisStats{Breaker: r.br.State().String(), Errors: r.errors.Load(), FastFails: r.fastFails.Load()}
+	st := RedisStats{Breaker: breaker.StateClosed.String(), Errors: r.errors.Load(), FastFails: r.fastFails.Load()}
+	if r.slots == nil {
+		st.Breaker = r.br.State().String()
+		return st
+	}
+	worst := breaker.StateClosed
+	for i := range r.slots {
+		if b := r.slots[i].Load(); b != nil {
+			switch s := b.State(); {
+			case s == breaker.StateOpen:
+				worst = s
+			case s == breaker.StateHalfOpen && worst == breaker.StateClosed:
+				worst = s
+			}
+		}
+	}
+	st.Breaker = worst.String()
+	return st
 }
 
-// Do runs fn as one command (or pipeline) under the breaker and the
-// timeout: ErrUnavailable while the breaker is open, fn's error otherwise.
-// redis.Nil (a missing key) and error replies are returned but count as
-// Redis answering.
-func (r *Redis) Do(fn func(ctx context.Context, c redis.UniversalClient) error) error {
-	tok, ok := r.br.Allow()
+// BreakerFor returns the state of the breaker guarding key's server (its
+// slot's on a cluster), for admin.
+func (r *Redis) BreakerFor(key string) string {
+	if r.slots != nil && r.slots[Slot(key)].Load() == nil {
+		return breaker.StateClosed.String()
+	}
+	return r.breakerFor(key).State().String()
+}
+
+// Do runs fn as one command (or pipeline) under the breaker of key's
+// server and the timeout: ErrUnavailable while the breaker is open, fn's
+// error otherwise. Every key fn touches must be in key's hash slot on a
+// cluster (the breaker judges that slot's master). redis.Nil (a missing
+// key) and error replies are returned but count as Redis answering.
+func (r *Redis) Do(key string, fn func(ctx context.Context, c redis.UniversalClient) error) error {
+	br := r.breakerFor(key)
+	tok, ok := br.Allow()
 	if !ok {
 		r.fastFails.Add(1)
 		return ErrUnavailable
@@ -236,7 +302,7 @@ func (r *Redis) Do(fn func(ctx context.Context, c redis.UniversalClient) error) 
 	if failed {
 		r.errors.Add(1)
 	}
-	r.br.Done(tok, !failed)
+	br.Done(tok, !failed)
 	return err
 }
 
@@ -288,6 +354,9 @@ func (r *Redis) run(checks []Check, charge, age int64) ([]int64, error) {
 	if len(checks) > MaxChecks {
 		return nil, ErrTooManyChecks
 	}
+	if len(checks) == 0 {
+		return nil, errors.New("ratelimit: no checks")
+	}
 	keys := make([]string, len(checks))
 	args := make([]any, 0, 2*len(checks)+2)
 	for i := range checks {
@@ -298,7 +367,7 @@ func (r *Redis) run(checks []Check, charge, age int64) ([]int64, error) {
 	}
 	args = append(args, charge, age)
 	var res []int64
-	err := r.Do(func(ctx context.Context, c redis.UniversalClient) error {
+	err := r.Do(keys[0], func(ctx context.Context, c redis.UniversalClient) error {
 		v, err := r.script.Run(ctx, c, keys, args...).Int64Slice()
 		res = v
 		return err

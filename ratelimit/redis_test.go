@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -120,5 +121,73 @@ func TestRedisDownFailsFastThenRecovers(t *testing.T) {
 	}
 	if st := r.Stats(); st.Breaker != "closed" {
 		t.Errorf("after recovery the breaker is %s, want closed", st.Breaker)
+	}
+}
+
+// TestRedisClusterBreakerPerSlot runs GCRA on a three-master Redis Cluster
+// and kills the master of one key's slot: that key fails fast once its
+// slot's breaker opens, while a key on a live master is still decided by
+// Redis. Slot agrees with the cluster's CLUSTER KEYSLOT.
+func TestRedisClusterBreakerPerSlot(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t)
+	const timeout = 200 * time.Millisecond
+	r := NewRedis(RedisConfig{Addrs: cl.Addrs, Cluster: true, Timeout: timeout})
+	defer r.Close()
+	var deadKey, liveKey string
+	for i := 0; deadKey == "" || liveKey == ""; i++ {
+		k := fmt.Sprintf("{t%d}:l:k", i)
+		switch cl.NodeFor(k) {
+		case 0:
+			deadKey = k
+		case 1:
+			liveKey = k
+		}
+	}
+	for _, k := range []string{deadKey, liveKey, "{x}:a", "plain"} {
+		want, err := r.Client().ClusterKeySlot(context.Background(), k).Result()
+		if err != nil || int64(Slot(k)) != want {
+			t.Errorf("Slot(%q) = %d, CLUSTER KEYSLOT %d (err %v)", k, Slot(k), want, err)
+		}
+	}
+	lim := NewLimit(1000, time.Second, 1000)
+	check := func(key string) error {
+		_, _, err := r.Allow([]Check{{Limit: lim, Key: []byte(key)}, {Limit: lim, Key: []byte(key + ":2")}})
+		return err
+	}
+	for _, k := range []string{deadKey, liveKey} {
+		if err := check(k); err != nil {
+			t.Fatalf("%s before the kill: %v", k, err)
+		}
+	}
+	cl.Nodes[0].Kill()
+	fast := 0
+	for range 20 {
+		start := time.Now()
+		err := check(deadKey)
+		if took := time.Since(start); took > timeout+50*time.Millisecond {
+			t.Errorf("a check on the dead master took %v, want at most the timeout %v plus slack", took, timeout)
+		}
+		if err == nil {
+			t.Fatal("check succeeded on a dead master")
+		}
+		if errors.Is(err, ErrUnavailable) {
+			fast++
+		}
+		if err := check(liveKey); err != nil {
+			t.Errorf("key on a live master: %v", err)
+		}
+	}
+	if fast < 15 {
+		t.Errorf("%d of 20 checks on the dead master failed fast, want its slot's breaker open after 3 failures", fast)
+	}
+	if got := r.BreakerFor(deadKey); got != "open" {
+		t.Errorf("breaker of the dead master's slot %s, want open", got)
+	}
+	if got := r.BreakerFor(liveKey); got != "closed" {
+		t.Errorf("breaker of a live master's slot %s, want closed", got)
+	}
+	if st := r.Stats(); st.Breaker != "open" {
+		t.Errorf("Stats().Breaker %s, want open (the worst slot)", st.Breaker)
 	}
 }

@@ -573,7 +573,9 @@ func (s *Server) limitsStatus(t *tenant) *admin.Limits {
 	st.OnError = tl.onError.Load()
 	if tl.redis != nil {
 		rs := tl.redis.Stats()
-		st.Redis = &admin.RedisStatus{Breaker: rs.Breaker, Errors: rs.Errors, FastFails: rs.FastFails}
+		// The breaker of the tenant's own slot (a cluster has one per
+		// slot; a single server one for every tenant).
+		st.Redis = &admin.RedisStatus{Breaker: tl.redis.BreakerFor("{" + t.cfg.Name + "}"), Errors: rs.Errors, FastFails: rs.FastFails}
 		if tl.syncer != nil {
 			st.Redis.SyncIntervalMaxMS = float64(tl.syncer.worst.Load()) / 1e6
 		}

@@ -69,7 +69,7 @@ return redis.call('INCRBY', KEYS[1], ARGV[1])
 
 func (st *redisStore) Get(key string) (string, bool) {
 	var v string
-	err := st.r.Do(func(ctx context.Context, c redis.UniversalClient) error {
+	err := st.r.Do(st.prefix, func(ctx context.Context, c redis.UniversalClient) error {
 		var err error
 		v, err = c.Get(ctx, st.prefix+key).Result()
 		return err
@@ -85,7 +85,7 @@ func (st *redisStore) Get(key string) (string, bool) {
 }
 
 func (st *redisStore) Set(key, value string, ttl time.Duration) {
-	err := st.r.Do(func(ctx context.Context, c redis.UniversalClient) error {
+	err := st.r.Do(st.prefix, func(ctx context.Context, c redis.UniversalClient) error {
 		return c.Set(ctx, st.prefix+key, value, ttl).Err()
 	})
 	if err != nil {
@@ -95,7 +95,7 @@ func (st *redisStore) Set(key, value string, ttl time.Duration) {
 
 func (st *redisStore) Incr(key string, delta int64, ttl time.Duration) (int64, error) {
 	var n int64
-	err := st.r.Do(func(ctx context.Context, c redis.UniversalClient) error {
+	err := st.r.Do(st.prefix, func(ctx context.Context, c redis.UniversalClient) error {
 		var err error
 		n, err = incrScript.Run(ctx, c, []string{st.prefix + key}, delta, ttl.Milliseconds()).Int64()
 		return err
@@ -114,7 +114,7 @@ func (st *redisStore) Incr(key string, delta int64, ttl time.Duration) (int64, e
 }
 
 func (st *redisStore) Delete(key string) {
-	err := st.r.Do(func(ctx context.Context, c redis.UniversalClient) error {
+	err := st.r.Do(st.prefix, func(ctx context.Context, c redis.UniversalClient) error {
 		return c.Del(ctx, st.prefix+key).Err()
 	})
 	if err != nil {
