@@ -145,11 +145,23 @@ func (l *Local) Charge(now int64, lim Limit, key []byte, n int64) int64 {
 	return tat
 }
 
-// SetTAT replaces key's TAT (local_first adopting the shared state).
+// SetTAT replaces key's TAT.
 func (l *Local) SetTAT(now int64, key []byte, tat int64) {
 	s := &l.shards[shardOf(key)]
 	s.mu.Lock()
 	s.set(key, tat, now)
+	s.mu.Unlock()
+}
+
+// RaiseTAT moves key's TAT to tat if that is later (local_first adopting
+// the shared state: it may only restrict, never free, the local share).
+func (l *Local) RaiseTAT(now int64, key []byte, tat int64) {
+	s := &l.shards[shardOf(key)]
+	s.mu.Lock()
+	e, ok := s.idx[string(key)]
+	if !ok || s.ents[e].tat < tat {
+		s.set(key, tat, now)
+	}
 	s.mu.Unlock()
 }
 

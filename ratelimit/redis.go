@@ -280,10 +280,8 @@ func (r *Redis) BreakerFor(key string) string {
 // cluster (the breaker judges that slot's master). redis.Nil (a missing
 // key) and error replies are returned but count as Redis answering.
 func (r *Redis) Do(key string, fn func(ctx context.Context, c redis.UniversalClient) error) error {
-	br := r.breakerFor(key)
-	tok, ok := br.Allow()
-	if !ok {
-		r.fastFails.Add(1)
+	bt := r.allow(key)
+	if !bt.ok {
 		return ErrUnavailable
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
@@ -295,15 +293,38 @@ func (r *Redis) Do(key string, fn func(ctx context.Context, c redis.UniversalCli
 		err = fn(ctx, r.c)
 	}
 	cancel()
-	// An error reply (WRONGTYPE, "not an integer") is Redis answering:
-	// only a command that got no answer counts against the breaker.
+	r.done(bt, err)
+	return err
+}
+
+// breakerTok is a command admitted (or not) by the breaker of its server.
+type breakerTok struct {
+	br  *breaker.Breaker
+	tok breaker.Token
+	ok  bool
+}
+
+// allow asks the breaker of key's server; a refusal is counted as a fast
+// fail.
+func (r *Redis) allow(key string) breakerTok {
+	br := r.breakerFor(key)
+	tok, ok := br.Allow()
+	if !ok {
+		r.fastFails.Add(1)
+	}
+	return breakerTok{br, tok, ok}
+}
+
+// done reports the outcome of a command admitted by allow. An error reply
+// (WRONGTYPE, "not an integer") is Redis answering: only a command that
+// got no answer counts against the breaker.
+func (r *Redis) done(bt breakerTok, err error) {
 	var reply redis.Error
 	failed := err != nil && !errors.Is(err, redis.Nil) && !errors.As(err, &reply)
 	if failed {
 		r.errors.Add(1)
 	}
-	br.Done(tok, !failed)
-	return err
+	bt.br.Done(bt.tok, !failed)
 }
 
 func isTimeout(err error) bool {

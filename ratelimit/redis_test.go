@@ -191,3 +191,51 @@ func TestRedisClusterBreakerPerSlot(t *testing.T) {
 		t.Errorf("Stats().Breaker %s, want open (the worst slot)", st.Breaker)
 	}
 }
+
+// TestRedisSyncOneRoundTrip syncs keys of several tenants (several slots,
+// several masters on a cluster) in one Sync: each key is charged, each
+// instance id is counted once as a member, and a Redis that lost its
+// scripts is answered all the same.
+func TestRedisSyncOneRoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, cluster := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cluster=%v", cluster), func(t *testing.T) {
+			t.Parallel()
+			var addrs []string
+			if cluster {
+				addrs = redistest.StartCluster(t).Addrs
+			} else {
+				addrs = []string{redistest.Start(t).Addr}
+			}
+			r := NewRedis(RedisConfig{Addrs: addrs, Cluster: cluster, Timeout: time.Second})
+			defer r.Close()
+			lim := NewLimit(1, time.Second, 100) // 1s a request
+			var names []string
+			for i := range 6 {
+				names = append(names, fmt.Sprintf("{t%d}:l:a", i), fmt.Sprintf("{t%d}:l:b", i))
+			}
+			sync := func(id string, n int64) []SyncKey {
+				keys := make([]SyncKey, len(names))
+				for i, k := range names {
+					keys[i] = SyncKey{Limit: lim, Key: []byte(k), N: n, Lifetime: time.Minute}
+				}
+				r.Sync(id, keys)
+				return keys
+			}
+			check := func(keys []SyncKey, members int64, reset time.Duration) {
+				t.Helper()
+				for _, k := range keys {
+					if k.Err != nil || k.Members != members || k.Reset < reset-time.Second || k.Reset > reset {
+						t.Errorf("%s: reset %v members %d err %v; want reset about %v, %d members", k.Key, k.Reset, k.Members, k.Err, reset, members)
+					}
+				}
+			}
+			check(sync("a", 3), 1, 3*time.Second)
+			check(sync("b", 2), 2, 5*time.Second)
+			if err := r.Client().ScriptFlush(context.Background()).Err(); err != nil {
+				t.Fatal(err)
+			}
+			check(sync("a", 0), 2, 5*time.Second)
+		})
+	}
+}

@@ -232,3 +232,108 @@ tenants:
 		t.Errorf("node down: only %d requests of the dead tenant in 2s; they are waiting the timeout instead of failing fast", d.unavailable)
 	}
 }
+
+// membersOf is the member count s decides key on (0: not synced yet).
+func membersOf(s *syncer, key string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.pending[key]; ok {
+		return p.members
+	}
+	return 0
+}
+
+// TestRateLimitLocalFirstShare runs two gateways with a local_first
+// tenant-wide limit (rate 100/s, burst 50, sync 100ms) on one Redis and on
+// a Redis Cluster. Each instance decides on its share, rate/N with N the
+// instances that synced the key within their member lifetime, so once
+// both know N = 2, together they allow at most rate × T + burst (the bound
+// docs/configuration.md states; GCRA on one share allows at most
+// (rate × T + burst)/N) and, under even load, not below 95% of it. Loaded
+// alone, one instance gets the whole rate once the idle one's membership
+// has lapsed; with Redis killed, both go on deciding on their shares,
+// within the same bound. It runs alone: it measures accuracy.
+func TestRateLimitLocalFirstShare(t *testing.T) {
+	for _, store := range []string{"redis", "cluster"} {
+		t.Run(store, func(t *testing.T) {
+			var shared string
+			var kill func()
+			name := "api"
+			if store == "redis" {
+				srv := redistest.Start(t)
+				shared = fmt.Sprintf("shared: {store: redis, redis: {addr: %q, timeout: 500ms}}", srv.Addr)
+				kill = srv.Kill
+			} else {
+				cl := redistest.StartCluster(t)
+				shared = clusterYAML(cl, ", timeout: 500ms")
+				name = tenantOn(t, cl, "api", 1)
+				kill = cl.Nodes[1].Kill
+			}
+			up := startEcho(t, "up")
+			yaml := yamlf(`
+logging: {access_log: false}
+%s
+tenants:
+  - name: %s
+    path_prefix: /
+    upstreams: [{url: %q}]
+    rate_limits:
+      - {name: whole, key: tenant, rate: 100, per: 1s, burst: 50, mode: local_first, sync: 100ms}
+`, shared, name, up.url())
+			a, b := startGateway(t, yaml), startGateway(t, yaml)
+			key := "{" + name + "}:whole:"
+			// A few requests each make both members; once each has
+			// synced and seen the other, wait for the bucket to refill
+			// (burst/rate = 0.5s).
+			eventually(t, 5*time.Second, "both instances to count two members", func() bool {
+				a.get("/warm")
+				b.get("/warm")
+				return membersOf(a.srv.limits.syncer, key) == 2 && membersOf(b.srv.limits.syncer, key) == 2
+			})
+			time.Sleep(600 * time.Millisecond)
+
+			r := hammer(t, []string{a.addr, b.addr}, "/x", 4, 8*time.Millisecond, 10*time.Second)
+			bound := 100*r.elapsed.Seconds() + 50
+			worst := time.Duration(max(a.srv.limits.syncer.worst.Load(), b.srv.limits.syncer.worst.Load()))
+			t.Logf("%s, even load: allowed %d, limited %d, other %d in %v; bound rate × T + burst = %.0f; longest sync interval %v",
+				store, r.ok, r.limited, r.other, r.elapsed, bound, worst)
+			if r.other != 0 || r.unavailable != 0 {
+				t.Errorf("%d failed and %d unavailable answers", r.other, r.unavailable)
+			}
+			if float64(r.ok) > bound+1 || float64(r.ok) < 0.95*bound {
+				t.Errorf("even load: allowed %d, want between %.0f and the bound %.0f", r.ok, 0.95*bound, bound)
+			}
+
+			// Only a is loaded: b's membership lapses after its
+			// lifetime (1s at sync 100ms), then a decides on the whole
+			// limit.
+			r = hammer(t, []string{a.addr}, "/x", 4, 4*time.Millisecond, 5*time.Second)
+			lifetime := memberLifetime(int64(100 * time.Millisecond))
+			low := 100 * (r.elapsed - lifetime - 200*time.Millisecond).Seconds()
+			t.Logf("%s, one instance loaded: allowed %d, limited %d in %v; want at least %.0f, at most %.0f",
+				store, r.ok, r.limited, r.elapsed, low, 100*r.elapsed.Seconds()+50)
+			if float64(r.ok) < low || float64(r.ok) > 100*r.elapsed.Seconds()+50+1 {
+				t.Errorf("one instance loaded: allowed %d, want between %.0f and %.0f", r.ok, low, 100*r.elapsed.Seconds()+50)
+			}
+			if n := membersOf(a.srv.limits.syncer, key); n != 1 {
+				t.Errorf("loaded alone, a counts %d members, want 1", n)
+			}
+
+			// Both loaded again until both count two, then the
+			// tenant's Redis dies: each instance keeps its share.
+			eventually(t, 5*time.Second, "both instances to count two members again", func() bool {
+				a.get("/warm")
+				b.get("/warm")
+				return membersOf(a.srv.limits.syncer, key) == 2 && membersOf(b.srv.limits.syncer, key) == 2
+			})
+			kill()
+			r = hammer(t, []string{a.addr, b.addr}, "/x", 4, 8*time.Millisecond, 3*time.Second)
+			bound = 100*r.elapsed.Seconds() + 50
+			t.Logf("%s, Redis down: allowed %d, limited %d, other %d in %v; bound %.0f", store, r.ok, r.limited, r.other, r.elapsed, bound)
+			if r.other != 0 || r.unavailable != 0 || float64(r.ok) > bound+1 || float64(r.ok) < 0.9*100*r.elapsed.Seconds() {
+				t.Errorf("Redis down: allowed %d (%d failed, %d unavailable), want between %.0f and %.0f",
+					r.ok, r.other, r.unavailable, 0.9*100*r.elapsed.Seconds(), bound)
+			}
+		})
+	}
+}
