@@ -25,13 +25,9 @@ var ErrUnavailable = errors.New("ratelimit: redis unavailable (breaker open)")
 // holds exactly until the year 2255.
 //
 // KEYS are the buckets; ARGV[2i-1] and ARGV[2i] are key i's interval and
-// tolerance; ARGV[2n+1] is the charge: -1 decides (every key must allow,
-// then every key is charged one), n >= 0 adds n to every key without
-// deciding (local_first reconciliation), 0 only reads; then ARGV[2n+2] is
-// the age in µs of the oldest request charged: the charge starts then, not
-// now, as those requests did (charging them at now would forget the time
-// since and under-admit by up to one sync interval's worth). Each key is stored as its TAT
-// and expires when its bucket is full again, so idle keys cost nothing.
+// tolerance. Every key must allow the request, then every key is charged
+// one. Each key is stored as its TAT and expires when its bucket is full
+// again, so idle keys cost nothing.
 //
 // It returns {allowed, wait, reset_1, ..., reset_n}: allowed 1 or 0, wait
 // the µs until every key would allow, reset_i the µs until key i's bucket
@@ -40,29 +36,20 @@ const gcraScript = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = #KEYS
-local charge = tonumber(ARGV[2*n+1])
-local decide = charge < 0
-local base = now
-if not decide then base = now - tonumber(ARGV[2*n+2]) end
 local olds, news = {}, {}
 local wait = 0
 for i = 1, n do
   local iv = tonumber(ARGV[2*i-1])
   local tol = tonumber(ARGV[2*i])
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
-  if tat < base then tat = base end
+  if tat < now then tat = now end
   olds[i] = tat
-  if decide then
-    news[i] = tat + iv
-    local w = news[i] - tol - now
-    if w > wait then wait = w end
-  else
-    news[i] = tat + charge * iv
-  end
+  news[i] = tat + iv
+  local w = news[i] - tol - now
+  if w > wait then wait = w end
 end
-local write = wait <= 0 and (decide or charge > 0)
-for i = 1, n do
-  if write then
+if wait <= 0 then
+  for i = 1, n do
     local ttl = math.max(math.ceil((news[i] - now) / 1000), 0) + 1
     redis.call('SET', KEYS[i], string.format('%.0f', news[i]), 'PX', ttl)
   end
@@ -342,9 +329,31 @@ func RedisKey(key []byte) string { return "ks:rl:" + string(key) }
 // after Redis restarted without the script). The error is ErrUnavailable,
 // or the command's error; checks are then left unreported.
 func (r *Redis) Allow(checks []Check) (allowed bool, retryAfter int64, err error) {
-	res, err := r.run(checks, -1, 0)
+	if len(checks) > MaxChecks {
+		return false, 0, ErrTooManyChecks
+	}
+	if len(checks) == 0 {
+		return true, 0, nil
+	}
+	keys := make([]string, len(checks))
+	args := make([]any, 0, 2*len(checks))
+	for i := range checks {
+		c := &checks[i]
+		keys[i] = RedisKey(c.Key)
+		iv := max(c.Limit.interval/1000, 1)
+		args = append(args, iv, c.Limit.Burst*iv)
+	}
+	var res []int64
+	err = r.Do(keys[0], func(ctx context.Context, c redis.UniversalClient) error {
+		v, err := r.script.Run(ctx, c, keys, args...).Int64Slice()
+		res = v
+		return err
+	})
 	if err != nil {
 		return false, 0, err
+	}
+	if len(res) != 2+len(checks) {
+		return false, 0, fmt.Errorf("ratelimit: script answered %d values, want %d", len(res), 2+len(checks))
 	}
 	allowed = res[0] == 1
 	for i := range checks {
@@ -354,50 +363,4 @@ func (r *Redis) Allow(checks []Check) (allowed bool, retryAfter int64, err error
 		c.Remaining = max((c.Limit.tolerance-reset)/c.Limit.interval, 0)
 	}
 	return allowed, res[1] * 1000, nil
-}
-
-// Charge adds n requests made over the last age to every check's key
-// without deciding, and returns each key's reset (its TAT minus now, on
-// Redis's clock; negative when the bucket is full) in resets. It is the
-// local_first reconciliation; n may be 0 to only read.
-func (r *Redis) Charge(checks []Check, n int64, age time.Duration, resets []int64) error {
-	res, err := r.run(checks, max(n, 0), max(age.Microseconds(), 0))
-	if err != nil {
-		return err
-	}
-	for i := range checks {
-		resets[i] = res[2+i] * 1000
-	}
-	return nil
-}
-
-func (r *Redis) run(checks []Check, charge, age int64) ([]int64, error) {
-	if len(checks) > MaxChecks {
-		return nil, ErrTooManyChecks
-	}
-	if len(checks) == 0 {
-		return nil, errors.New("ratelimit: no checks")
-	}
-	keys := make([]string, len(checks))
-	args := make([]any, 0, 2*len(checks)+2)
-	for i := range checks {
-		c := &checks[i]
-		keys[i] = RedisKey(c.Key)
-		iv := max(c.Limit.interval/1000, 1)
-		args = append(args, iv, c.Limit.Burst*iv)
-	}
-	args = append(args, charge, age)
-	var res []int64
-	err := r.Do(keys[0], func(ctx context.Context, c redis.UniversalClient) error {
-		v, err := r.script.Run(ctx, c, keys, args...).Int64Slice()
-		res = v
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	if len(res) != 2+len(checks) {
-		return nil, fmt.Errorf("ratelimit: script answered %d values, want %d", len(res), 2+len(checks))
-	}
-	return res, nil
 }
