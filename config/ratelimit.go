@@ -27,7 +27,16 @@ type Shared struct {
 	// expired keys are evicted first, then the least recently used.
 	// Default 1000000.
 	LocalMaxKeys int `yaml:"local_max_keys"`
+
+	// MaxValueSize caps one keystone.store value, locally and on Redis:
+	// a longer one is a script error. Default 64KiB, at most
+	// MaxStoreValueSize.
+	MaxValueSize Size `yaml:"max_value_size"`
 }
+
+// MaxStoreValueSize is the largest shared.max_value_size: keystone.store
+// holds counters and small state; larger values belong in a database.
+const MaxStoreValueSize = 16 * MiB
 
 // Redis configures the Redis client of shared.store: redis.
 type Redis struct {
@@ -117,6 +126,7 @@ func defaultShared() Shared {
 		Store:        "local",
 		Redis:        Redis{Timeout: Duration(50 * time.Millisecond), OnError: "allow"},
 		LocalMaxKeys: 1000000,
+		MaxValueSize: 64 * KiB,
 	}
 }
 
@@ -143,6 +153,9 @@ func redisAddr(s string) bool {
 func validateShared(s *Shared, d *decoder) {
 	oneOf(d, "shared.store", s.Store, "local", "redis")
 	between(d, "shared.local_max_keys", s.LocalMaxKeys, 1, math.MaxInt32)
+	if s.MaxValueSize < 1 || s.MaxValueSize > MaxStoreValueSize {
+		d.errorAt("shared.max_value_size", "expected a size between 1B and %s, got %s", Size(MaxStoreValueSize), s.MaxValueSize)
+	}
 	r := &s.Redis
 	oneOf(d, "shared.redis.on_error", r.OnError, "allow", "deny")
 	positive(d, "shared.redis.timeout", r.Timeout)

@@ -18,7 +18,7 @@ tenants:
     rate_limits:
       - {name: per-ip, key: client_ip, rate: 100}
 `)
-	if got, want := c.Shared, (config.Shared{Store: "local", LocalMaxKeys: 1000000,
+	if got, want := c.Shared, (config.Shared{Store: "local", LocalMaxKeys: 1000000, MaxValueSize: 64 * config.KiB,
 		Redis: config.Redis{Timeout: config.Duration(50 * time.Millisecond), OnError: "allow"}}); !equalShared(got, want) {
 		t.Errorf("shared defaults %+v, want %+v", got, want)
 	}
@@ -33,7 +33,7 @@ tenants:
 }
 
 func equalShared(a, b config.Shared) bool {
-	return a.Store == b.Store && a.LocalMaxKeys == b.LocalMaxKeys && a.Redis.Addr == b.Redis.Addr &&
+	return a.Store == b.Store && a.LocalMaxKeys == b.LocalMaxKeys && a.MaxValueSize == b.MaxValueSize && a.Redis.Addr == b.Redis.Addr &&
 		slices.Equal(a.Redis.Addrs, b.Redis.Addrs) && a.Redis.Timeout == b.Redis.Timeout && a.Redis.OnError == b.Redis.OnError
 }
 
@@ -94,6 +94,10 @@ func TestRateLimitErrors(t *testing.T) {
 			`x.yaml:4:15: shared.redis.on_error: expected allow or deny, got "fail"`}},
 		{"zero local_max_keys", "shared:\n  local_max_keys: 0\n" + okTenant, []string{
 			`x.yaml:2:19: shared.local_max_keys: expected at least 1, got 0`}},
+		{"a zero max_value_size", "shared:\n  max_value_size: 0\n" + okTenant, []string{
+			`x.yaml:2:19: shared.max_value_size: expected a size between 1B and 16MiB, got 0B`}},
+		{"a max_value_size past 16MiB", "shared:\n  max_value_size: 17MiB\n" + okTenant, []string{
+			`x.yaml:2:19: shared.max_value_size: expected a size between 1B and 16MiB, got 17MiB`}},
 		{"a limit without key and rate", "tenants:\n  - name: a\n" + up + "    rate_limits:\n      - {name: l}\n", []string{
 			`x.yaml:6:9: tenants[0].rate_limits[0]: missing required field "key"`,
 			`x.yaml:6:9: tenants[0].rate_limits[0]: missing required field "rate"`}},

@@ -239,7 +239,7 @@ func (v *vm) storeSet(L *lua.LState) int {
 	key := L.CheckString(1)
 	L.CheckTypes(2, lua.LTString, lua.LTNumber)
 	val := lua.LVAsString(L.Get(2))
-	checkStoreSize(L, key, val)
+	v.checkStoreSize(L, key, val)
 	v.s.store.Set(key, val, ttlArg(L, 3))
 	return 0
 }

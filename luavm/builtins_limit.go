@@ -19,20 +19,20 @@ type Limiter interface {
 	Allow(key string, rate int64, per time.Duration, burst int64) (allowed bool, remaining int64, retryAfter time.Duration, err error)
 }
 
-// MaxStoreKey and MaxStoreValue cap a keystone.store key and value in
-// bytes: a script that stores request data cannot make one entry large.
-const (
-	MaxStoreKey   = 1 << 10
-	MaxStoreValue = 64 << 10
-)
+// MaxStoreKey caps a keystone.store key (and a keystone.limit.Allow key) in
+// bytes: a script that stores request data cannot make one key large.
+const MaxStoreKey = 1 << 10
 
-// checkStoreSize raises a script error for a key or value past the caps.
-func checkStoreSize(L *lua.LState, key, value string) {
+// checkStoreSize raises a script error for a key past MaxStoreKey or a
+// value past the store's cap (ValueCapped; config's shared.max_value_size).
+func (v *vm) checkStoreSize(L *lua.LState, key, value string) {
 	if len(key) > MaxStoreKey {
 		L.RaiseError("keystone.store: key of %d bytes is larger than the %d-byte limit", len(key), MaxStoreKey)
 	}
-	if len(value) > MaxStoreValue {
-		L.RaiseError("keystone.store: value of %d bytes is larger than the %d-byte limit", len(value), MaxStoreValue)
+	if c, ok := v.s.store.(ValueCapped); ok {
+		if limit := c.MaxValueSize(); limit > 0 && len(value) > limit {
+			L.RaiseError("keystone.store: value of %d bytes is larger than the %d-byte limit (shared.max_value_size)", len(value), limit)
+		}
 	}
 }
 

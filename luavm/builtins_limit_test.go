@@ -69,7 +69,7 @@ func TestLimitAllowArguments(t *testing.T) {
 
 func TestBoundedMemoryStoreEvicts(t *testing.T) {
 	t.Parallel()
-	st := NewBoundedMemoryStore(64) // one key per stripe
+	st := NewBoundedMemoryStore(64, 0) // one key per stripe
 	for i := range 10000 {
 		st.Set(strings.Repeat("k", i%50)+string(rune('a'+i%26))+string(rune(i)), "v", 0)
 	}
@@ -77,7 +77,7 @@ func TestBoundedMemoryStoreEvicts(t *testing.T) {
 		t.Errorf("holds %d keys, want at most 64", n)
 	}
 	// A full stripe: the older key goes, the new one is kept.
-	st2 := NewBoundedMemoryStore(1)
+	st2 := NewBoundedMemoryStore(1, 0)
 	var a, b string
 	for i := 0; b == ""; i++ {
 		k := string(rune('a' + i))

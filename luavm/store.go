@@ -4,6 +4,7 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -32,6 +33,16 @@ type Store interface {
 	Delete(key string)
 }
 
+// ValueCapped is implemented by a Store that bounds the size of a value:
+// keystone.store.Set raises a script error for a longer one. The server's
+// stores take the bound from config (shared.max_value_size); a Store
+// without it (NewMemoryStore) takes any value a script can build
+// (lua.max_string_size).
+type ValueCapped interface {
+	// MaxValueSize is the largest value in bytes; 0: no bound.
+	MaxValueSize() int
+}
+
 const (
 	storeStripes = 64 // power of two; a stripe is picked by xxhash of the key
 
@@ -50,6 +61,9 @@ type memoryStore struct {
 	stripes [storeStripes]stripe
 	// perStripe caps the keys of one stripe; 0: unbounded.
 	perStripe int
+	// maxValue is the largest value in bytes, 0: unbounded. Written by
+	// SetMaxValueSize (a reload), read by keystone.store.Set.
+	maxValue atomic.Int64
 }
 
 type stripe struct {
@@ -70,21 +84,31 @@ type storeEntry struct {
 func NewMemoryStore() Store { return newMemoryStore(func() int64 { return time.Now().UnixNano() }) }
 
 // NewBoundedMemoryStore is NewMemoryStore holding at most about maxKeys
-// keys: a new key in a full store evicts an expired key if one is among a
-// sample of 32, else the least recently used of the sample (Redis's
-// sampled LRU). Len reports the keys held.
-func NewBoundedMemoryStore(maxKeys int) *BoundedMemoryStore {
+// keys of at most maxValue bytes each (0: any size): a new key in a full
+// store evicts an expired key if one is among a sample of 32, else the
+// least recently used of the sample (Redis's sampled LRU). Len reports
+// the keys held.
+func NewBoundedMemoryStore(maxKeys, maxValue int) *BoundedMemoryStore {
 	s := newMemoryStore(func() int64 { return time.Now().UnixNano() })
 	s.perStripe = max((maxKeys+storeStripes-1)/storeStripes, 1)
+	s.maxValue.Store(int64(max(maxValue, 0)))
 	return &BoundedMemoryStore{s}
 }
 
-// BoundedMemoryStore is the Store NewBoundedMemoryStore returns.
+// BoundedMemoryStore is the Store NewBoundedMemoryStore returns. It
+// implements ValueCapped.
 type BoundedMemoryStore struct{ *memoryStore }
 
 // Len returns the number of keys held, expired ones included until they
 // are swept.
 func (b *BoundedMemoryStore) Len() int { return b.len() }
+
+// MaxValueSize implements ValueCapped.
+func (b *BoundedMemoryStore) MaxValueSize() int { return int(b.maxValue.Load()) }
+
+// SetMaxValueSize changes the value cap (0: any size), for a reload;
+// values already stored are kept.
+func (b *BoundedMemoryStore) SetMaxValueSize(n int) { b.maxValue.Store(int64(max(n, 0))) }
 
 func newMemoryStore(clock func() int64) *memoryStore {
 	s := &memoryStore{clock: clock}

@@ -57,6 +57,19 @@ func NewLimit(rate int64, per time.Duration, burst int64) Limit {
 	return Limit{Rate: rate, Per: per, Burst: burst, interval: iv, tolerance: burst * iv}
 }
 
+// Share is one of n equal shares of l: rate/n with the same tolerance in
+// time, so burst/n requests back to back. Each request moves the TAT by
+// n × interval and none is allowed past now + tolerance, so over any
+// period T one share allows at most (rate × T + burst)/n, and n instances
+// each deciding on their share allow together at most what l allows.
+// n below 1 is taken as 1.
+func (l Limit) Share(n int64) Limit {
+	n = max(n, 1)
+	s := l
+	s.interval = l.interval * n
+	return s
+}
+
 // Interval is the spacing of requests at the steady rate, per/rate.
 func (l Limit) Interval() time.Duration { return time.Duration(l.interval) }
 

@@ -129,27 +129,15 @@ func (l *Local) Allow(now int64, checks []Check) (allowed bool, retryAfter int64
 	return allowed, retryAfter
 }
 
-// Charge adds n requests to key without deciding: the local_first
-// reconciliation and keystone.limit use it to import counts decided
-// elsewhere. It returns the key's new TAT.
-func (l *Local) Charge(now int64, lim Limit, key []byte, n int64) int64 {
+// RaiseTAT moves key's TAT to tat if that is later (local_first adopting
+// the shared state: it may only restrict, never free, the local share).
+func (l *Local) RaiseTAT(now int64, key []byte, tat int64) {
 	s := &l.shards[shardOf(key)]
 	s.mu.Lock()
-	var tat int64
-	if e, ok := s.idx[string(key)]; ok {
-		tat = s.ents[e].tat
+	e, ok := s.idx[string(key)]
+	if !ok || s.ents[e].tat < tat {
+		s.set(key, tat, now)
 	}
-	tat = max(tat, now) + n*lim.interval
-	s.set(key, tat, now)
-	s.mu.Unlock()
-	return tat
-}
-
-// SetTAT replaces key's TAT (local_first adopting the shared state).
-func (l *Local) SetTAT(now int64, key []byte, tat int64) {
-	s := &l.shards[shardOf(key)]
-	s.mu.Lock()
-	s.set(key, tat, now)
 	s.mu.Unlock()
 }
 

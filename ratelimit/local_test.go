@@ -254,3 +254,56 @@ func TestLocalRefund(t *testing.T) {
 		t.Error("refunded request still charged")
 	}
 }
+
+// TestShareAllowsItsPartOfTheLimit offers a share of 1/n of a limit a
+// request every millisecond for 10s: it allows (rate × T + burst)/n, so n
+// instances on their shares allow together what the limit allows.
+func TestShareAllowsItsPartOfTheLimit(t *testing.T) {
+	t.Parallel()
+	lim := NewLimit(100, time.Second, 50)
+	for _, n := range []int64{1, 2, 3} {
+		l := NewLocal(LocalConfig{})
+		share := lim.Share(n)
+		allowed := 0
+		const T = 10 * time.Second
+		for now := int64(0); now <= int64(T); now += int64(time.Millisecond) {
+			if ok, _ := l.Allow(now, []Check{{Limit: share, Key: []byte("k")}}); ok {
+				allowed++
+			}
+		}
+		if want := (100*10 + 50) / n; int64(allowed) > want || int64(allowed) < want-1 {
+			t.Errorf("share 1/%d: allowed %d in %v, want %d", n, allowed, T, want)
+		}
+	}
+}
+
+// TestRaiseTATOnlyRestricts raises a key's TAT (local_first adopting the
+// shared state): a later TAT holds the key back, an earlier one frees
+// nothing, and a key not held is created with it.
+func TestRaiseTATOnlyRestricts(t *testing.T) {
+	t.Parallel()
+	l := NewLocal(LocalConfig{})
+	lim := NewLimit(10, time.Second, 2) // 100ms a request, 200ms tolerance
+	check := func(now int64) bool {
+		ok, _ := l.Allow(now, []Check{{Limit: lim, Key: []byte("k")}})
+		return ok
+	}
+	if !check(0) {
+		t.Fatal("first request denied")
+	}
+	l.RaiseTAT(0, []byte("k"), int64(time.Second)) // spent elsewhere: full until 0.8s
+	if check(int64(500 * time.Millisecond)) {
+		t.Error("allowed at 0.5s after the TAT was raised to 1s")
+	}
+	l.RaiseTAT(0, []byte("k"), 0) // earlier: ignored
+	if check(int64(700 * time.Millisecond)) {
+		t.Error("an earlier TAT freed the key")
+	}
+	if !check(int64(900 * time.Millisecond)) {
+		t.Error("denied at 0.9s, when the raised TAT allows one")
+	}
+	l.RaiseTAT(0, []byte("new"), int64(time.Second))
+	if ok, _ := l.Allow(int64(500*time.Millisecond), []Check{{Limit: lim, Key: []byte("new")}}); ok {
+		t.Error("a key created by RaiseTAT at 1s allowed a request at 0.5s")
+	}
+}

@@ -25,13 +25,9 @@ var ErrUnavailable = errors.New("ratelimit: redis unavailable (breaker open)")
 // holds exactly until the year 2255.
 //
 // KEYS are the buckets; ARGV[2i-1] and ARGV[2i] are key i's interval and
-// tolerance; ARGV[2n+1] is the charge: -1 decides (every key must allow,
-// then every key is charged one), n >= 0 adds n to every key without
-// deciding (local_first reconciliation), 0 only reads; then ARGV[2n+2] is
-// the age in µs of the oldest request charged: the charge starts then, not
-// now, as those requests did (charging them at now would forget the time
-// since and under-admit by up to one sync interval's worth). Each key is stored as its TAT
-// and expires when its bucket is full again, so idle keys cost nothing.
+// tolerance. Every key must allow the request, then every key is charged
+// one. Each key is stored as its TAT and expires when its bucket is full
+// again, so idle keys cost nothing.
 //
 // It returns {allowed, wait, reset_1, ..., reset_n}: allowed 1 or 0, wait
 // the µs until every key would allow, reset_i the µs until key i's bucket
@@ -40,29 +36,20 @@ const gcraScript = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = #KEYS
-local charge = tonumber(ARGV[2*n+1])
-local decide = charge < 0
-local base = now
-if not decide then base = now - tonumber(ARGV[2*n+2]) end
 local olds, news = {}, {}
 local wait = 0
 for i = 1, n do
   local iv = tonumber(ARGV[2*i-1])
   local tol = tonumber(ARGV[2*i])
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
-  if tat < base then tat = base end
+  if tat < now then tat = now end
   olds[i] = tat
-  if decide then
-    news[i] = tat + iv
-    local w = news[i] - tol - now
-    if w > wait then wait = w end
-  else
-    news[i] = tat + charge * iv
-  end
+  news[i] = tat + iv
+  local w = news[i] - tol - now
+  if w > wait then wait = w end
 end
-local write = wait <= 0 and (decide or charge > 0)
-for i = 1, n do
-  if write then
+if wait <= 0 then
+  for i = 1, n do
     local ttl = math.max(math.ceil((news[i] - now) / 1000), 0) + 1
     redis.call('SET', KEYS[i], string.format('%.0f', news[i]), 'PX', ttl)
   end
@@ -96,13 +83,24 @@ type RedisConfig struct {
 // circuit breaker: after 3 consecutive failures (or half of 20 commands in
 // 10s) it fails fast with ErrUnavailable for 1s, then lets one probe
 // through, so a dead Redis costs a request nothing instead of Timeout.
+// On a Redis Cluster there is one breaker per hash slot: a dead master
+// fails fast for the keys it serves while the other masters' keys are
+// still asked (one breaker for the client would either not open, the live
+// masters' successes outnumbering the failures, so every request of a key
+// on the dead master waited Timeout; or open for every key).
 // Safe for concurrent use; Close it when done.
 type Redis struct {
 	c       redis.UniversalClient
-	br      *breaker.Breaker
 	timeout time.Duration
 	script  *redis.Script
 	log     *slog.Logger
+
+	// br is the breaker of a single server; nil on a cluster.
+	br *breaker.Breaker
+	// slots are a cluster's breakers by hash slot, each made by the
+	// first command on its slot (CompareAndSwap from nil) and never
+	// replaced; nil for a single server.
+	slots []atomic.Pointer[breaker.Breaker]
 
 	// errors counts failed commands, fastFails requests answered by the
 	// open breaker without asking Redis. Written by Allow and Charge,
@@ -175,7 +173,16 @@ func NewRedis(c RedisConfig) *Redis {
 		})
 	}
 	r := &Redis{c: client, timeout: c.Timeout, script: redis.NewScript(gcraScript), log: c.Logger}
-	r.br = breaker.New(breaker.Settings{
+	if c.Cluster {
+		r.slots = make([]atomic.Pointer[breaker.Breaker], clusterSlots)
+	} else {
+		r.br = r.newBreaker(r.log)
+	}
+	return r
+}
+
+func (r *Redis) newBreaker(log *slog.Logger) *breaker.Breaker {
+	return breaker.New(breaker.Settings{
 		FailureThreshold:    3,
 		FailureRatio:        0.5,
 		MinRequests:         20,
@@ -183,10 +190,27 @@ func NewRedis(c RedisConfig) *Redis {
 		OpenTimeout:         time.Second,
 		HalfOpenMaxRequests: 1,
 		OnStateChange: func(from, to breaker.State) {
-			r.log.Warn("redis breaker state changed", "component", "ratelimit", "from", from.String(), "to", to.String())
+			log.Warn("redis breaker state changed", "component", "ratelimit", "from", from.String(), "to", to.String())
 		},
 	})
-	return r
+}
+
+// breakerFor returns the breaker guarding the server of key: the one
+// breaker of a single server, or the breaker of key's hash slot.
+func (r *Redis) breakerFor(key string) *breaker.Breaker {
+	if r.slots == nil {
+		return r.br
+	}
+	slot := Slot(key)
+	p := &r.slots[slot]
+	if b := p.Load(); b != nil {
+		return b
+	}
+	b := r.newBreaker(r.log.With("slot", slot))
+	if p.CompareAndSwap(nil, b) {
+		return b
+	}
+	return p.Load()
 }
 
 // Client returns the underlying client, for keystone.store.
@@ -205,19 +229,46 @@ type RedisStats struct {
 	FastFails uint64 `json:"fast_fails"`
 }
 
-// Stats returns the client's counters.
+// Stats returns the client's counters. On a cluster Breaker is the worst
+// state of any slot's breaker: open if one is open.
 func (r *Redis) Stats() RedisStats {
-	return RedisStats{Breaker: r.br.State().String(), Errors: r.errors.Load(), FastFails: r.fastFails.Load()}
+	st := RedisStats{Breaker: breaker.StateClosed.String(), Errors: r.errors.Load(), FastFails: r.fastFails.Load()}
+	if r.slots == nil {
+		st.Breaker = r.br.State().String()
+		return st
+	}
+	worst := breaker.StateClosed
+	for i := range r.slots {
+		if b := r.slots[i].Load(); b != nil {
+			switch s := b.State(); {
+			case s == breaker.StateOpen:
+				worst = s
+			case s == breaker.StateHalfOpen && worst == breaker.StateClosed:
+				worst = s
+			}
+		}
+	}
+	st.Breaker = worst.String()
+	return st
 }
 
-// Do runs fn as one command (or pipeline) under the breaker and the
-// timeout: ErrUnavailable while the breaker is open, fn's error otherwise.
-// redis.Nil (a missing key) and error replies are returned but count as
-// Redis answering.
-func (r *Redis) Do(fn func(ctx context.Context, c redis.UniversalClient) error) error {
-	tok, ok := r.br.Allow()
-	if !ok {
-		r.fastFails.Add(1)
+// BreakerFor returns the state of the breaker guarding key's server (its
+// slot's on a cluster), for admin.
+func (r *Redis) BreakerFor(key string) string {
+	if r.slots != nil && r.slots[Slot(key)].Load() == nil {
+		return breaker.StateClosed.String()
+	}
+	return r.breakerFor(key).State().String()
+}
+
+// Do runs fn as one command (or pipeline) under the breaker of key's
+// server and the timeout: ErrUnavailable while the breaker is open, fn's
+// error otherwise. Every key fn touches must be in key's hash slot on a
+// cluster (the breaker judges that slot's master). redis.Nil (a missing
+// key) and error replies are returned but count as Redis answering.
+func (r *Redis) Do(key string, fn func(ctx context.Context, c redis.UniversalClient) error) error {
+	bt := r.allow(key)
+	if !bt.ok {
 		return ErrUnavailable
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
@@ -229,15 +280,38 @@ func (r *Redis) Do(fn func(ctx context.Context, c redis.UniversalClient) error) 
 		err = fn(ctx, r.c)
 	}
 	cancel()
-	// An error reply (WRONGTYPE, "not an integer") is Redis answering:
-	// only a command that got no answer counts against the breaker.
+	r.done(bt, err)
+	return err
+}
+
+// breakerTok is a command admitted (or not) by the breaker of its server.
+type breakerTok struct {
+	br  *breaker.Breaker
+	tok breaker.Token
+	ok  bool
+}
+
+// allow asks the breaker of key's server; a refusal is counted as a fast
+// fail.
+func (r *Redis) allow(key string) breakerTok {
+	br := r.breakerFor(key)
+	tok, ok := br.Allow()
+	if !ok {
+		r.fastFails.Add(1)
+	}
+	return breakerTok{br, tok, ok}
+}
+
+// done reports the outcome of a command admitted by allow. An error reply
+// (WRONGTYPE, "not an integer") is Redis answering: only a command that
+// got no answer counts against the breaker.
+func (r *Redis) done(bt breakerTok, err error) {
 	var reply redis.Error
 	failed := err != nil && !errors.Is(err, redis.Nil) && !errors.As(err, &reply)
 	if failed {
 		r.errors.Add(1)
 	}
-	r.br.Done(tok, !failed)
-	return err
+	bt.br.Done(bt.tok, !failed)
 }
 
 func isTimeout(err error) bool {
@@ -255,9 +329,31 @@ func RedisKey(key []byte) string { return "ks:rl:" + string(key) }
 // after Redis restarted without the script). The error is ErrUnavailable,
 // or the command's error; checks are then left unreported.
 func (r *Redis) Allow(checks []Check) (allowed bool, retryAfter int64, err error) {
-	res, err := r.run(checks, -1, 0)
+	if len(checks) > MaxChecks {
+		return false, 0, ErrTooManyChecks
+	}
+	if len(checks) == 0 {
+		return true, 0, nil
+	}
+	keys := make([]string, len(checks))
+	args := make([]any, 0, 2*len(checks))
+	for i := range checks {
+		c := &checks[i]
+		keys[i] = RedisKey(c.Key)
+		iv := max(c.Limit.interval/1000, 1)
+		args = append(args, iv, c.Limit.Burst*iv)
+	}
+	var res []int64
+	err = r.Do(keys[0], func(ctx context.Context, c redis.UniversalClient) error {
+		v, err := r.script.Run(ctx, c, keys, args...).Int64Slice()
+		res = v
+		return err
+	})
 	if err != nil {
 		return false, 0, err
+	}
+	if len(res) != 2+len(checks) {
+		return false, 0, fmt.Errorf("ratelimit: script answered %d values, want %d", len(res), 2+len(checks))
 	}
 	allowed = res[0] == 1
 	for i := range checks {
@@ -267,47 +363,4 @@ func (r *Redis) Allow(checks []Check) (allowed bool, retryAfter int64, err error
 		c.Remaining = max((c.Limit.tolerance-reset)/c.Limit.interval, 0)
 	}
 	return allowed, res[1] * 1000, nil
-}
-
-// Charge adds n requests made over the last age to every check's key
-// without deciding, and returns each key's reset (its TAT minus now, on
-// Redis's clock; negative when the bucket is full) in resets. It is the
-// local_first reconciliation; n may be 0 to only read.
-func (r *Redis) Charge(checks []Check, n int64, age time.Duration, resets []int64) error {
-	res, err := r.run(checks, max(n, 0), max(age.Microseconds(), 0))
-	if err != nil {
-		return err
-	}
-	for i := range checks {
-		resets[i] = res[2+i] * 1000
-	}
-	return nil
-}
-
-func (r *Redis) run(checks []Check, charge, age int64) ([]int64, error) {
-	if len(checks) > MaxChecks {
-		return nil, ErrTooManyChecks
-	}
-	keys := make([]string, len(checks))
-	args := make([]any, 0, 2*len(checks)+2)
-	for i := range checks {
-		c := &checks[i]
-		keys[i] = RedisKey(c.Key)
-		iv := max(c.Limit.interval/1000, 1)
-		args = append(args, iv, c.Limit.Burst*iv)
-	}
-	args = append(args, charge, age)
-	var res []int64
-	err := r.Do(func(ctx context.Context, c redis.UniversalClient) error {
-		v, err := r.script.Run(ctx, c, keys, args...).Int64Slice()
-		res = v
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	if len(res) != 2+len(checks) {
-		return nil, fmt.Errorf("ratelimit: script answered %d values, want %d", len(res), 2+len(checks))
-	}
-	return res, nil
 }

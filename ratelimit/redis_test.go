@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -65,14 +66,6 @@ func TestRedisChargesOnlyWhenEveryLimitAllows(t *testing.T) {
 	if ok, _, _ := r.Allow(c); !ok || c[0].Remaining != 98 {
 		t.Errorf("wide: allowed %v remaining %d, want allowed with 98 left", ok, c[0].Remaining)
 	}
-	// Charge adds without deciding; 0 only reads.
-	resets := make([]int64, 1)
-	if err := r.Charge(c, 0, 0, resets); err != nil || time.Duration(resets[0]) < 2*time.Hour-time.Minute {
-		t.Errorf("read: reset %v err %v, want about 2h", time.Duration(resets[0]), err)
-	}
-	if err := r.Charge(c, 200, 0, resets); err != nil || time.Duration(resets[0]) < 202*time.Hour-time.Minute {
-		t.Errorf("charge 200: reset %v err %v, want about 202h", time.Duration(resets[0]), err)
-	}
 }
 
 func TestRedisDownFailsFastThenRecovers(t *testing.T) {
@@ -120,5 +113,121 @@ func TestRedisDownFailsFastThenRecovers(t *testing.T) {
 	}
 	if st := r.Stats(); st.Breaker != "closed" {
 		t.Errorf("after recovery the breaker is %s, want closed", st.Breaker)
+	}
+}
+
+// TestRedisClusterBreakerPerSlot runs GCRA on a three-master Redis Cluster
+// and kills the master of one key's slot: that key fails fast once its
+// slot's breaker opens, while a key on a live master is still decided by
+// Redis. Slot agrees with the cluster's CLUSTER KEYSLOT.
+func TestRedisClusterBreakerPerSlot(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t)
+	const timeout = 200 * time.Millisecond
+	r := NewRedis(RedisConfig{Addrs: cl.Addrs, Cluster: true, Timeout: timeout})
+	defer r.Close()
+	var deadKey, liveKey string
+	for i := 0; deadKey == "" || liveKey == ""; i++ {
+		k := fmt.Sprintf("{t%d}:l:k", i)
+		switch cl.NodeFor(k) {
+		case 0:
+			deadKey = k
+		case 1:
+			liveKey = k
+		}
+	}
+	for _, k := range []string{deadKey, liveKey, "{x}:a", "plain"} {
+		want, err := r.Client().ClusterKeySlot(context.Background(), k).Result()
+		if err != nil || int64(Slot(k)) != want {
+			t.Errorf("Slot(%q) = %d, CLUSTER KEYSLOT %d (err %v)", k, Slot(k), want, err)
+		}
+	}
+	lim := NewLimit(1000, time.Second, 1000)
+	check := func(key string) error {
+		_, _, err := r.Allow([]Check{{Limit: lim, Key: []byte(key)}, {Limit: lim, Key: []byte(key + ":2")}})
+		return err
+	}
+	for _, k := range []string{deadKey, liveKey} {
+		if err := check(k); err != nil {
+			t.Fatalf("%s before the kill: %v", k, err)
+		}
+	}
+	cl.Nodes[0].Kill()
+	fast := 0
+	for range 20 {
+		start := time.Now()
+		err := check(deadKey)
+		if took := time.Since(start); took > timeout+50*time.Millisecond {
+			t.Errorf("a check on the dead master took %v, want at most the timeout %v plus slack", took, timeout)
+		}
+		if err == nil {
+			t.Fatal("check succeeded on a dead master")
+		}
+		if errors.Is(err, ErrUnavailable) {
+			fast++
+		}
+		if err := check(liveKey); err != nil {
+			t.Errorf("key on a live master: %v", err)
+		}
+	}
+	if fast < 15 {
+		t.Errorf("%d of 20 checks on the dead master failed fast, want its slot's breaker open after 3 failures", fast)
+	}
+	if got := r.BreakerFor(deadKey); got != "open" {
+		t.Errorf("breaker of the dead master's slot %s, want open", got)
+	}
+	if got := r.BreakerFor(liveKey); got != "closed" {
+		t.Errorf("breaker of a live master's slot %s, want closed", got)
+	}
+	if st := r.Stats(); st.Breaker != "open" {
+		t.Errorf("Stats().Breaker %s, want open (the worst slot)", st.Breaker)
+	}
+}
+
+// TestRedisSyncOneRoundTrip syncs keys of several tenants (several slots,
+// several masters on a cluster) in one Sync: each key is charged, each
+// instance id is counted once as a member, and a Redis that lost its
+// scripts is answered all the same.
+func TestRedisSyncOneRoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, cluster := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cluster=%v", cluster), func(t *testing.T) {
+			t.Parallel()
+			var addrs []string
+			if cluster {
+				addrs = redistest.StartCluster(t).Addrs
+			} else {
+				addrs = []string{redistest.Start(t).Addr}
+			}
+			r := NewRedis(RedisConfig{Addrs: addrs, Cluster: cluster, Timeout: time.Second})
+			defer r.Close()
+			lim := NewLimit(1, time.Second, 100) // 1s a request
+			var names []string
+			for i := range 6 {
+				names = append(names, fmt.Sprintf("{t%d}:l:a", i), fmt.Sprintf("{t%d}:l:b", i))
+			}
+			sync := func(id string, n int64) []SyncKey {
+				keys := make([]SyncKey, len(names))
+				for i, k := range names {
+					keys[i] = SyncKey{Limit: lim, Key: []byte(k), N: n, Lifetime: time.Minute}
+				}
+				r.Sync(id, keys)
+				return keys
+			}
+			check := func(keys []SyncKey, members int64, reset time.Duration) {
+				t.Helper()
+				for _, k := range keys {
+					if k.Err != nil || k.Members != members || k.Reset < reset-time.Second || k.Reset > reset {
+						t.Errorf("%s: reset %v members %d err %v; want reset about %v, %d members", k.Key, k.Reset, k.Members, k.Err, reset, members)
+					}
+				}
+			}
+			check(sync("a", 3), 1, 3*time.Second)
+			check(sync("b", 2), 2, 5*time.Second)
+			if err := r.Client().ScriptFlush(context.Background()).Err(); err != nil {
+				t.Fatal(err)
+			}
+			check(sync("a", 0), 2, 5*time.Second)
+		})
 	}
 }

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -350,9 +352,10 @@ func (tl *tenantLimits) serve(ctx *fasthttp.RequestCtx, rs *reqState, t *tenant)
 }
 
 // decide runs the checks: local_first ones (checks[nStrict:]) in memory
-// first, then the strict ones on Redis in one round trip; with
-// shared.store local every check is in memory. failed reports that Redis
-// did not answer (on_error decides; local_first limits still applied).
+// first, each on this instance's share of its limit, then the strict ones
+// on Redis in one round trip; with shared.store local every check is in
+// memory on the whole limit. failed reports that Redis did not answer
+// (on_error decides; local_first limits still applied).
 func (tl *tenantLimits) decide(checks []ratelimit.Check) (allowed bool, retry int64, failed bool) {
 	now := time.Now().UnixNano()
 	if tl.redis == nil {
@@ -361,6 +364,10 @@ func (tl *tenantLimits) decide(checks []ratelimit.Check) (allowed bool, retry in
 	}
 	strict, lf := checks[:tl.nStrict], checks[tl.nStrict:]
 	if len(lf) > 0 {
+		for i := range lf {
+			sp := &tl.specs[tl.nStrict+i]
+			lf[i].Limit = sp.lim.Share(tl.syncer.demand(lf[i].Key, sp.lim, sp.sync, now))
+		}
 		if allowed, retry = tl.local.Allow(now, lf); !allowed {
 			return false, retry, false
 		}
@@ -379,7 +386,7 @@ func (tl *tenantLimits) decide(checks []ratelimit.Check) (allowed bool, retry in
 			tl.local.Refund(lf)
 		} else {
 			for i := range lf {
-				tl.syncer.add(lf[i].Key, tl.specs[tl.nStrict+i].lim, tl.specs[tl.nStrict+i].sync)
+				tl.syncer.add(lf[i].Key, now)
 			}
 		}
 	}
@@ -410,21 +417,38 @@ func (tl *tenantLimits) setHeaders(h *fasthttp.ResponseHeader, checks []ratelimi
 	h.SetCanonical(headerRateLimit, b)
 }
 
-// syncer is the local_first reconciliation: it charges Redis with what this
-// instance allowed since the last sync and adopts Redis's state (which
-// includes every instance's charges) as the local one.
+// syncer is the local_first reconciliation. Each local_first key is
+// decided in memory on this instance's share of the limit, rate/n with
+// the limit's tolerance (Limit.Share), where n is the number of instances
+// that served the key recently. Every sync interval the syncer sends, in
+// one pipelined round trip for all keys due, what this instance allowed
+// since the last sync and its membership of each key (a sorted set with
+// a lifetime per member, ratelimit.Redis.Sync), and gets back each key's
+// shared TAT (every instance's charges) and member count. The member
+// count becomes the key's share; the shared TAT may only raise the local
+// one (an instance whose neighbours spent more than their share, or that
+// restarted with an empty memory, is held back; none is ever freed). So N
+// instances on one count allow together at most N × ((rate × T +
+// burst)/N + 1) over any period T, with Redis up or down.
 type syncer struct {
 	redis *ratelimit.Redis
 	local *ratelimit.Local
 	log   *slog.Logger
+	// id names this instance among a key's members: random, so two
+	// instances never share one, and a restarted process is a new member.
+	id string
 
 	mu      sync.Mutex
 	pending map[string]*pendingKey
 
+	// guess is the member count a key not yet synced is decided on: the
+	// largest count the last sync round saw (1 before any). Written by
+	// run, read by demand.
+	guess atomic.Int64
+
 	// worst is the longest time between two reconciliations of one key
 	// seen, ns: sync, stretched by the tick, Redis round trips and
-	// scheduling. The local_first overshoot bound is in terms of it.
-	// Written by run, read by admin and tests.
+	// scheduling. Written by run, read by admin and tests.
 	worst atomic.Int64
 
 	done chan struct{}
@@ -432,41 +456,70 @@ type syncer struct {
 }
 
 type pendingKey struct {
-	lim   ratelimit.Limit
-	every int64 // sync interval, ns
-	next  int64 // when to sync next, unix ns
-	last  int64 // when it was last synced, unix ns; 0: never
-	n     int64 // requests allowed since the last sync
-	first int64 // when the first of them was, unix ns
-	idle  bool  // no request since the last sync
+	lim     ratelimit.Limit
+	every   int64 // sync interval, ns
+	next    int64 // when to sync next, unix ns
+	last    int64 // when it was last synced, unix ns; 0: never
+	n       int64 // requests allowed since the last sync
+	first   int64 // when the first of them was, unix ns
+	idle    bool  // no request (allowed or not) since the last sync
+	members int64 // instances sharing the key at the last sync; 0: not synced yet
 }
 
 // syncTick is the syncer's resolution; a key is synced at its own sync
 // interval rounded up to it.
 const syncTick = 10 * time.Millisecond
 
+// memberLifetime is how long an instance counts as serving a key after
+// its last sync of it: ten sync intervals, at least 1s, so that an
+// instance stalled for a moment (GC, a starved CPU) is not dropped, which
+// would double its neighbours' shares; an instance that stops serving the
+// key frees its share after it.
+func memberLifetime(every int64) time.Duration {
+	return max(10*time.Duration(every), time.Second)
+}
+
 func newSyncer(r *ratelimit.Redis, local *ratelimit.Local, log *slog.Logger) *syncer {
 	s := &syncer{redis: r, local: local, log: log, pending: make(map[string]*pendingKey), done: make(chan struct{})}
+	var id [8]byte
+	rand.Read(id[:])
+	s.id = hex.EncodeToString(id[:])
+	s.guess.Store(1)
 	s.wg.Add(1)
 	go s.run()
 	return s
 }
 
-// add counts one request allowed locally under key.
-func (s *syncer) add(key []byte, lim ratelimit.Limit, every time.Duration) {
+// demand records a request for key (allowed or not: an instance refused
+// by its share still serves the key) and returns the number of shares
+// to decide it on.
+func (s *syncer) demand(key []byte, lim ratelimit.Limit, every time.Duration, now int64) int64 {
 	s.mu.Lock()
 	p, ok := s.pending[string(key)]
 	if !ok {
-		// A key new to this instance: synced at once, so it learns
-		// what other instances spent within a tick.
+		// A key new to this instance: synced at the next tick, so it
+		// learns its members and what others spent within a tick.
 		p = &pendingKey{lim: lim, every: int64(every)}
 		s.pending[string(key)] = p
 	}
-	if p.n == 0 {
-		p.first = time.Now().UnixNano()
-	}
-	p.n++
 	p.idle = false
+	n := p.members
+	s.mu.Unlock()
+	if n == 0 {
+		n = s.guess.Load()
+	}
+	return n
+}
+
+// add counts one request allowed locally under key, after demand.
+func (s *syncer) add(key []byte, now int64) {
+	s.mu.Lock()
+	if p, ok := s.pending[string(key)]; ok {
+		if p.n == 0 {
+			p.first = now
+		}
+		p.n++
+	}
 	s.mu.Unlock()
 }
 
@@ -484,13 +537,11 @@ func (s *syncer) run() {
 	}()
 	t := time.NewTicker(syncTick)
 	defer t.Stop()
-	type due struct {
-		key   string
-		p     *pendingKey
-		n     int64
-		first int64
-	}
-	var batch []due
+	var (
+		batch  []ratelimit.SyncKey
+		due    []*pendingKey
+		firsts []int64
+	)
 	for {
 		select {
 		case <-s.done:
@@ -498,7 +549,7 @@ func (s *syncer) run() {
 		case <-t.C:
 		}
 		now := time.Now().UnixNano()
-		batch = batch[:0]
+		batch, due, firsts = batch[:0], due[:0], firsts[:0]
 		s.mu.Lock()
 		for k, p := range s.pending {
 			if now < p.next {
@@ -508,7 +559,13 @@ func (s *syncer) run() {
 				delete(s.pending, k)
 				continue
 			}
-			batch = append(batch, due{k, p, p.n, p.first})
+			age := time.Duration(0)
+			if p.n > 0 {
+				age = time.Duration(now - p.first)
+			}
+			batch = append(batch, ratelimit.SyncKey{Limit: p.lim, Key: []byte(k), N: p.n, Age: age, Lifetime: memberLifetime(p.every)})
+			due = append(due, p)
+			firsts = append(firsts, p.first)
 			p.n, p.idle, p.next = 0, true, now+p.every
 			if p.last != 0 && now-p.last > s.worst.Load() {
 				s.worst.Store(now - p.last)
@@ -516,36 +573,54 @@ func (s *syncer) run() {
 			p.last = now
 		}
 		s.mu.Unlock()
-		var resets [1]int64
-		for _, d := range batch {
-			c := []ratelimit.Check{{Limit: d.p.lim, Key: []byte(d.key)}}
-			age := time.Duration(0)
-			if d.n > 0 {
-				age = time.Duration(now - d.first)
-			}
-			if err := s.redis.Charge(c, d.n, age, resets[:]); err != nil {
-				if !errors.Is(err, ratelimit.ErrUnavailable) {
-					s.log.Warn("rate limit sync failed", "component", "ratelimit", "error", err.Error())
+		if len(batch) == 0 {
+			continue
+		}
+		// Sync sorts batch by slot: keep each key with its entry.
+		byKey := make(map[string]int, len(batch))
+		for i := range batch {
+			byKey[string(batch[i].Key)] = i
+		}
+		order := append([]ratelimit.SyncKey(nil), batch...)
+		s.redis.Sync(s.id, order)
+		now = time.Now().UnixNano()
+		guess := int64(0)
+		warned := false
+		s.mu.Lock()
+		for i := range order {
+			sk := &order[i]
+			j := byKey[string(sk.Key)]
+			p := due[j]
+			if sk.Err != nil {
+				if !warned && !errors.Is(sk.Err, ratelimit.ErrUnavailable) {
+					s.log.Warn("rate limit sync failed", "component", "ratelimit", "error", sk.Err.Error())
+					warned = true
 				}
 				// Keep the count for the next sync.
-				s.mu.Lock()
-				if d.p.n == 0 {
-					d.p.first = d.first
-				} else {
-					d.p.first = min(d.p.first, d.first)
+				if sk.N > 0 {
+					if p.n == 0 {
+						p.first = firsts[j]
+					} else {
+						p.first = min(p.first, firsts[j])
+					}
+					p.n += sk.N
 				}
-				d.p.n += d.n
-				d.p.idle = false
-				s.mu.Unlock()
+				p.idle = false
 				continue
 			}
+			p.members = max(sk.Members, 1)
+			guess = max(guess, p.members)
 			// Redis's TAT holds every charge but those made here since
-			// the batch was taken: add them on top.
-			s.mu.Lock()
-			extra := d.p.n
-			s.mu.Unlock()
-			now := time.Now().UnixNano()
-			s.local.SetTAT(now, c[0].Key, now+max(resets[0], 0)+extra*d.p.lim.Interval().Nanoseconds())
+			// the batch was taken: add them on top, at the whole
+			// limit's interval, as Redis will charge them.
+			tat := now + int64(sk.Reset) + p.n*p.lim.Interval().Nanoseconds()
+			s.local.RaiseTAT(now, sk.Key, tat)
+		}
+		s.mu.Unlock()
+		if guess > 0 {
+			// Only what Redis answered: during an outage the last
+			// count stands.
+			s.guess.Store(guess)
 		}
 	}
 }
@@ -573,7 +648,9 @@ func (s *Server) limitsStatus(t *tenant) *admin.Limits {
 	st.OnError = tl.onError.Load()
 	if tl.redis != nil {
 		rs := tl.redis.Stats()
-		st.Redis = &admin.RedisStatus{Breaker: rs.Breaker, Errors: rs.Errors, FastFails: rs.FastFails}
+		// The breaker of the tenant's own slot (a cluster has one per
+		// slot; a single server one for every tenant).
+		st.Redis = &admin.RedisStatus{Breaker: tl.redis.BreakerFor("{" + t.cfg.Name + "}"), Errors: rs.Errors, FastFails: rs.FastFails}
 		if tl.syncer != nil {
 			st.Redis.SyncIntervalMaxMS = float64(tl.syncer.worst.Load()) / 1e6
 		}

@@ -269,11 +269,13 @@ tenants:
 
 // TestRateLimitTwoInstancesShareRedis runs two gateways on one Redis, loads
 // both above the limit for 10s and counts what both allowed together:
-// strict within ±5% of rate × elapsed + burst; local_first within the
-// bound docs/configuration.md states, burst + N × (rate × interval +
-// burst) above it where interval is the longest time between two
-// reconciliations the instances saw, and not below 95% of it. It runs
-// alone (not parallel): it measures accuracy, which CPU starvation blurs.
+// strict within ±5% of rate × elapsed + burst; local_first not below 95%
+// of it and at most N × (rate × interval + burst) above it, interval the
+// longest time between two reconciliations the instances saw: both start
+// cold, and until its first sync of the key an instance decides on the
+// whole limit (docs/configuration.md; TestRateLimitLocalFirstShare
+// checks the steady-state bound, rate × elapsed + burst). It runs alone
+// (not parallel): it measures accuracy, which CPU starvation blurs.
 func TestRateLimitTwoInstancesShareRedis(t *testing.T) {
 	for _, mode := range []string{"strict", "local_first"} {
 		t.Run(mode, func(t *testing.T) {

@@ -16,15 +16,20 @@ import (
 // shared.store redis (every instance sees one store), else the tenant's
 // bounded memory store, kept across reloads.
 func (s *Server) scriptStore(cfg *config.Config, tenant string) luavm.Store {
+	maxValue := int(cfg.Shared.MaxValueSize)
 	if rc := s.limits.redisFor(cfg, s.log); rc != nil {
-		return &redisStore{r: rc, prefix: "ks:store:{" + tenant + "}:", log: s.log}
+		return &redisStore{r: rc, prefix: "ks:store:{" + tenant + "}:", maxValue: maxValue, log: s.log}
 	}
 	s.storesMu.Lock()
 	defer s.storesMu.Unlock()
 	st, ok := s.stores[tenant]
 	if !ok {
-		st = luavm.NewBoundedMemoryStore(cfg.Shared.LocalMaxKeys)
+		st = luavm.NewBoundedMemoryStore(cfg.Shared.LocalMaxKeys, maxValue)
 		s.stores[tenant] = st
+	}
+	// A reload may change the cap; the store and its keys stay.
+	if b, ok := st.(*luavm.BoundedMemoryStore); ok {
+		b.SetMaxValueSize(maxValue)
 	}
 	return st
 }
@@ -45,9 +50,10 @@ func (s *Server) scriptStoreKeys(tenant string) int {
 // and breaker. luavm.Store has no error for Get, Set and Delete: a failed
 // Get reads as a missing key, a failed Set or Delete is logged.
 type redisStore struct {
-	r      *ratelimit.Redis
-	prefix string
-	log    interface {
+	r        *ratelimit.Redis
+	prefix   string
+	maxValue int // shared.max_value_size
+	log      interface {
 		Warn(msg string, args ...any)
 	}
 }
@@ -67,9 +73,12 @@ end
 return redis.call('INCRBY', KEYS[1], ARGV[1])
 `)
 
+// MaxValueSize implements luavm.ValueCapped.
+func (st *redisStore) MaxValueSize() int { return st.maxValue }
+
 func (st *redisStore) Get(key string) (string, bool) {
 	var v string
-	err := st.r.Do(func(ctx context.Context, c redis.UniversalClient) error {
+	err := st.r.Do(st.prefix, func(ctx context.Context, c redis.UniversalClient) error {
 		var err error
 		v, err = c.Get(ctx, st.prefix+key).Result()
 		return err
@@ -85,7 +94,7 @@ func (st *redisStore) Get(key string) (string, bool) {
 }
 
 func (st *redisStore) Set(key, value string, ttl time.Duration) {
-	err := st.r.Do(func(ctx context.Context, c redis.UniversalClient) error {
+	err := st.r.Do(st.prefix, func(ctx context.Context, c redis.UniversalClient) error {
 		return c.Set(ctx, st.prefix+key, value, ttl).Err()
 	})
 	if err != nil {
@@ -95,7 +104,7 @@ func (st *redisStore) Set(key, value string, ttl time.Duration) {
 
 func (st *redisStore) Incr(key string, delta int64, ttl time.Duration) (int64, error) {
 	var n int64
-	err := st.r.Do(func(ctx context.Context, c redis.UniversalClient) error {
+	err := st.r.Do(st.prefix, func(ctx context.Context, c redis.UniversalClient) error {
 		var err error
 		n, err = incrScript.Run(ctx, c, []string{st.prefix + key}, delta, ttl.Milliseconds()).Int64()
 		return err
@@ -114,7 +123,7 @@ func (st *redisStore) Incr(key string, delta int64, ttl time.Duration) (int64, e
 }
 
 func (st *redisStore) Delete(key string) {
-	err := st.r.Do(func(ctx context.Context, c redis.UniversalClient) error {
+	err := st.r.Do(st.prefix, func(ctx context.Context, c redis.UniversalClient) error {
 		return c.Del(ctx, st.prefix+key).Err()
 	})
 	if err != nil {

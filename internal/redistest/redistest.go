@@ -6,6 +6,12 @@
 //	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
 //	srv.Kill()    // the server dies mid-test
 //	srv.Restart() // and comes back on the same port, empty
+//
+// StartCluster runs a Redis Cluster of three masters the same way:
+//
+//	cl := redistest.StartCluster(t)
+//	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs})
+//	cl.Nodes[cl.NodeFor("{api}")].Kill() // the master of {api}'s slot dies
 package redistest
 
 import (
@@ -26,6 +32,7 @@ type Server struct {
 
 	t    testing.TB
 	port int
+	args []string // extra redis-server arguments (cluster mode)
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 }
@@ -35,14 +42,28 @@ type Server struct {
 // "true": CI installs it, so there its absence fails the test.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	need(t)
+	return startServer(t, nil)
+}
+
+// need skips the test when redis-server is missing, or fails it under CI.
+func need(t testing.TB) {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("redis-server not installed (CI=true: .ci/run installs it): %v", err)
 		}
 		t.Skip("redis-server not installed (Debian package redis-server)")
 	}
+}
+
+func startServer(t testing.TB, args func(port int) []string) *Server {
+	t.Helper()
 	s := &Server{t: t, port: freePort(t)}
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+	if args != nil {
+		s.args = args(s.port)
+	}
 	s.start()
 	t.Cleanup(s.Kill)
 	return s
@@ -62,6 +83,7 @@ func (s *Server) start() {
 	s.t.Helper()
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning")
+	cmd.Args = append(cmd.Args, s.args...)
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("starting redis-server: %v", err)
 	}
