@@ -60,7 +60,7 @@ func defaultConfig() Config {
 		Reload: Reload{
 			Debounce: Duration(250 * time.Millisecond),
 		},
-		Shared: defaultShared(),
+		Shared: DefaultShared(),
 		Lua:    DefaultLua(),
 	}
 }

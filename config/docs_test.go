@@ -179,7 +179,7 @@ func TestDocsTableDefaults(t *testing.T) {
 	sections := map[string]any{
 		"server": defaultConfig().Server, "server.tls": defaultTLS(), "admin": defaultConfig().Admin,
 		"logging": defaultConfig().Logging, "metrics": defaultConfig().Metrics, "tracing": defaultConfig().Tracing,
-		"lua": DefaultLua(), "reload": defaultConfig().Reload, "shared": defaultShared(),
+		"lua": DefaultLua(), "reload": defaultConfig().Reload, "shared": DefaultShared(),
 		"tenants": tenant, "upstreams": Upstream{Weight: 1}, "timeouts": tenant.Timeouts, "pool": tenant.Pool,
 		"retries": tenant.Retries, "health_check": defaultHealthCheck(), "outlier_detection": defaultOutlierDetection(),
 		"circuit_breaker": defaultCircuitBreaker(), "auth": DefaultAuth(), "auth.jwt": DefaultJWT(),

@@ -121,7 +121,9 @@ func HeaderKey(key string) (string, bool) {
 	return name, ok
 }
 
-func defaultShared() Shared {
+// DefaultShared returns the shared: section's defaults. The ratelimit
+// package takes its zero fields from here.
+func DefaultShared() Shared {
 	return Shared{
 		Store:        "local",
 		Redis:        Redis{Timeout: Duration(50 * time.Millisecond), OnError: "allow"},

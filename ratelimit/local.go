@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/keystone-gateway/keystone/config"
 )
 
 // shards is the number of lock stripes of a Local store (a power of two).
@@ -19,7 +20,8 @@ const evictScan = 8
 type LocalConfig struct {
 	// MaxKeys bounds the keys held (buckets of every limit together).
 	// When full, a new key evicts an expired key among the least recently
-	// used ones, else the least recently used key. If zero, 1,000,000.
+	// used ones, else the least recently used key. If zero,
+	// shared.local_max_keys's default (config.DefaultShared).
 	MaxKeys int
 }
 
@@ -52,7 +54,7 @@ type entry struct {
 // NewLocal returns an empty Local store.
 func NewLocal(c LocalConfig) *Local {
 	if c.MaxKeys <= 0 {
-		c.MaxKeys = 1_000_000
+		c.MaxKeys = config.DefaultShared().LocalMaxKeys
 	}
 	per := max((c.MaxKeys+shards-1)/shards, 1)
 	l := &Local{}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keystone-gateway/keystone/breaker"
+	"github.com/keystone-gateway/keystone/config"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -73,7 +74,8 @@ type RedisConfig struct {
 	DB       int
 	// TLS connects with TLS (server name from the address).
 	TLS bool
-	// Timeout bounds one command: dial, write and read. If zero, 50ms.
+	// Timeout bounds one command: dial, write and read. If zero,
+	// shared.redis.timeout's default (config.DefaultShared).
 	Timeout time.Duration
 	// Logger receives breaker state changes. If nil, slog.Default().
 	Logger *slog.Logger
@@ -126,7 +128,7 @@ func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
 // made as commands need them, so a gateway starts while Redis is down.
 func NewRedis(c RedisConfig) *Redis {
 	if c.Timeout <= 0 {
-		c.Timeout = 50 * time.Millisecond
+		c.Timeout = config.DefaultShared().Redis.Timeout.D()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
