@@ -155,6 +155,7 @@ func (s *Script) luaOptions() lua.Options {
 // idle thread keeps no VM alive (and LState.Close finds a Global).
 func (s *Script) newThread() *thread {
 	t := &thread{L: lua.NewState(s.luaOptions()), dl: newDeadline()}
+	clearFrames(t.L)
 	t.L.SetContext(t.dl)
 	t.g0, t.env0 = t.L.G, t.L.Env
 	return t
@@ -162,6 +163,7 @@ func (s *Script) newThread() *thread {
 
 func (t *thread) close() {
 	t.dl.stop()
+	clearFrames(t.L)
 	t.L.Close()
 }
 
@@ -169,6 +171,7 @@ func (t *thread) close() {
 // keystone bindings installed. It does not run the script.
 func (s *Script) newState() *vm {
 	L := lua.NewState(s.luaOptions())
+	clearFrames(L)
 	own := newDeadline()
 	v := &vm{
 		s:        s,
@@ -456,6 +459,7 @@ func (v *vm) requestCtx(L *lua.LState) *fasthttp.RequestCtx {
 
 func (v *vm) close() {
 	v.own.stop()
+	clearFrames(v.L)
 	v.L.Close()
 }
 
