@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -38,10 +39,10 @@ r:Get("/hello", function(w, req) w:Write("hello") end)
 return r
 `
 
-// heapConfig is a config of 300 tenants, 5 of them scripted, the api
+// heapConfig is a config of 150 tenants, 5 of them scripted, the api
 // tenant on upstream up, and every tenth one on an upstream whose port
 // depends on version: each reload between the two versions changes the
-// scripts' tenants and 30 upstreams, and keeps the rest.
+// scripts' tenants and 15 upstreams, and keeps the rest.
 func heapConfig(up string, version int) string {
 	var y strings.Builder
 	y.WriteString(luaBlock)
@@ -50,7 +51,7 @@ func heapConfig(up string, version int) string {
 	for i := range 5 {
 		fmt.Fprintf(&y, "  - name: lua%d\n    path_prefix: /lua%d\n    script: app.lua\n", i, i)
 	}
-	for i := range 294 {
+	for i := range 144 {
 		port := 20000 + i
 		if i%10 == 0 {
 			port += version * 1000
@@ -72,7 +73,7 @@ func liveHeap() uint64 {
 
 // TestReloadHeapReturnsToBaseline: 100 reloads alternating two configs and
 // two scripts, with Lua requests (deeper than one call-stack segment) and
-// proxied ones between them, leave every retired snapshot garbage and the
+// proxied ones between them and throughout, leave every retired snapshot garbage and the
 // live heap where it was after the first reloads. Before luavm cleared
 // the call-stack segments gopher-lua pools, 3 to 7 retired snapshots stayed
 // reachable through stale frames of closed VMs (issue 9).
@@ -129,9 +130,43 @@ func TestReloadHeapReturnsToBaseline(t *testing.T) {
 	g.srv.waitRetired()
 	base := liveHeap()
 
+	// Two clients more on the Lua routes throughout: requests on other
+	// goroutines take and give back call-stack segments meanwhile.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var background atomic.Int64
+	for k := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &fasthttp.HostClient{Addr: g.addr, MaxConns: 1}
+			defer c.CloseIdleConnections()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req.Header.SetMethod("POST")
+				req.SetRequestURI(fmt.Sprintf("http://%s/lua%d/echo", g.addr, k))
+				req.SetBodyString("x")
+				if err := c.DoTimeout(req, resp, 5*time.Second); err == nil && resp.StatusCode() == 200 {
+					background.Add(1)
+				}
+			}
+		}()
+	}
 	const reloads = 100
 	for i := 5; i < 5+reloads; i++ {
 		reload(i, true)
+	}
+	close(stop)
+	wg.Wait()
+	if background.Load() == 0 {
+		t.Error("no background request succeeded")
 	}
 	g.srv.waitRetired()
 	// Cleanups run on their own goroutine once a collection freed
