@@ -138,7 +138,9 @@ type thread struct {
 // RegistryMaxSize; the call stack grows in segments up to CallStackSize
 // instead of being allocated whole (MinimizeStackMemory): 28 KiB of the
 // 43 KiB a bare LState cost at the earlier fixed 200 frames and 1,024
-// slots (TestMemoryEstimates).
+// slots (TestMemoryEstimates). gopher-lua pools those segments across
+// LStates without clearing them: newThread, newState and close clear the
+// first one (clearFrames).
 func (s *Script) luaOptions() lua.Options {
 	return lua.Options{
 		SkipOpenLibs:        true,
