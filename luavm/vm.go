@@ -138,7 +138,9 @@ type thread struct {
 // RegistryMaxSize; the call stack grows in segments up to CallStackSize
 // instead of being allocated whole (MinimizeStackMemory): 28 KiB of the
 // 43 KiB a bare LState cost at the earlier fixed 200 frames and 1,024
-// slots (TestMemoryEstimates).
+// slots (TestMemoryEstimates). gopher-lua pools those segments across
+// LStates without clearing them: newThread, newState and close clear the
+// first one (clearFrames).
 func (s *Script) luaOptions() lua.Options {
 	return lua.Options{
 		SkipOpenLibs:        true,
@@ -155,6 +157,7 @@ func (s *Script) luaOptions() lua.Options {
 // idle thread keeps no VM alive (and LState.Close finds a Global).
 func (s *Script) newThread() *thread {
 	t := &thread{L: lua.NewState(s.luaOptions()), dl: newDeadline()}
+	clearFrames(t.L)
 	t.L.SetContext(t.dl)
 	t.g0, t.env0 = t.L.G, t.L.Env
 	return t
@@ -162,6 +165,7 @@ func (s *Script) newThread() *thread {
 
 func (t *thread) close() {
 	t.dl.stop()
+	clearFrames(t.L)
 	t.L.Close()
 }
 
@@ -169,6 +173,7 @@ func (t *thread) close() {
 // keystone bindings installed. It does not run the script.
 func (s *Script) newState() *vm {
 	L := lua.NewState(s.luaOptions())
+	clearFrames(L)
 	own := newDeadline()
 	v := &vm{
 		s:        s,
@@ -456,6 +461,7 @@ func (v *vm) requestCtx(L *lua.LState) *fasthttp.RequestCtx {
 
 func (v *vm) close() {
 	v.own.stop()
+	clearFrames(v.L)
 	v.L.Close()
 }
 
