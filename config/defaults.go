@@ -52,11 +52,7 @@ func defaultConfig() Config {
 			Enabled: true,
 			Path:    "/metrics",
 		},
-		Tracing: Tracing{
-			Enabled:        true,
-			SampleRatio:    1,
-			ExportInterval: Duration(time.Second),
-		},
+		Tracing: DefaultTracing(),
 		Reload: Reload{
 			Debounce: Duration(250 * time.Millisecond),
 		},
@@ -84,6 +80,12 @@ func finishDefaults(c *Config, set func(path string) bool) {
 		}
 	}
 	inheritCompression(c, set)
+}
+
+// DefaultTracing returns the tracing: section's defaults. The observe
+// package's exporter takes its zero Interval from here.
+func DefaultTracing() Tracing {
+	return Tracing{Enabled: true, SampleRatio: 1, ExportInterval: Duration(time.Second)}
 }
 
 // DefaultRequestIDHeader is server.request_id_header's default, and the

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/keystone-gateway/keystone/config"
 )
 
 // SpanRecord is one sampled request as the request path hands it to an
@@ -45,7 +47,8 @@ type ExporterConfig struct {
 	// Endpoint is the collector's OTLP/HTTP traces URL
 	// ("http://collector:4318/v1/traces"). Required.
 	Endpoint string
-	// Interval is how often buffered spans are sent. If zero, 1s.
+	// Interval is how often buffered spans are sent. If zero,
+	// tracing.export_interval's default (config.DefaultTracing).
 	Interval time.Duration
 	// Timeout bounds one export request. If zero, 5s.
 	Timeout time.Duration
@@ -93,7 +96,7 @@ type spanCell struct {
 // NewExporter returns a stopped Exporter.
 func NewExporter(cfg ExporterConfig) *Exporter {
 	if cfg.Interval <= 0 {
-		cfg.Interval = time.Second
+		cfg.Interval = config.DefaultTracing().ExportInterval.D()
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
