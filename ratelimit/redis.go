@@ -13,6 +13,7 @@ import (
 
 	"github.com/keystone-gateway/keystone/breaker"
 	"github.com/keystone-gateway/keystone/config"
+	"github.com/keystone-gateway/keystone/internal/redisslot"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -176,7 +177,7 @@ func NewRedis(c RedisConfig) *Redis {
 	}
 	r := &Redis{c: client, timeout: c.Timeout, script: redis.NewScript(gcraScript), log: c.Logger}
 	if c.Cluster {
-		r.slots = make([]atomic.Pointer[breaker.Breaker], clusterSlots)
+		r.slots = make([]atomic.Pointer[breaker.Breaker], redisslot.Count)
 	} else {
 		r.br = r.newBreaker(r.log)
 	}
@@ -203,7 +204,7 @@ func (r *Redis) breakerFor(key string) *breaker.Breaker {
 	if r.slots == nil {
 		return r.br
 	}
-	slot := Slot(key)
+	slot := redisslot.Of(key)
 	p := &r.slots[slot]
 	if b := p.Load(); b != nil {
 		return b
@@ -257,7 +258,7 @@ func (r *Redis) Stats() RedisStats {
 // BreakerFor returns the state of the breaker guarding key's server (its
 // slot's on a cluster), for admin.
 func (r *Redis) BreakerFor(key string) string {
-	if r.slots != nil && r.slots[Slot(key)].Load() == nil {
+	if r.slots != nil && r.slots[redisslot.Of(key)].Load() == nil {
 		return breaker.StateClosed.String()
 	}
 	return r.breakerFor(key).State().String()

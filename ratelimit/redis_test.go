@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keystone-gateway/keystone/internal/redisslot"
 	"github.com/keystone-gateway/keystone/internal/redistest"
 )
 
@@ -138,8 +139,8 @@ func TestRedisClusterBreakerPerSlot(t *testing.T) {
 	}
 	for _, k := range []string{deadKey, liveKey, "{x}:a", "plain"} {
 		want, err := r.Client().ClusterKeySlot(context.Background(), k).Result()
-		if err != nil || int64(Slot(k)) != want {
-			t.Errorf("Slot(%q) = %d, CLUSTER KEYSLOT %d (err %v)", k, Slot(k), want, err)
+		if err != nil || int64(redisslot.Of(k)) != want {
+			t.Errorf("redisslot.Of(%q) = %d, CLUSTER KEYSLOT %d (err %v)", k, redisslot.Of(k), want, err)
 		}
 	}
 	lim := NewLimit(1000, time.Second, 1000)

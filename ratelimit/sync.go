@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keystone-gateway/keystone/internal/redisslot"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -102,7 +103,7 @@ func (r *Redis) Sync(id string, keys []SyncKey) {
 	var groups []group
 	for i := 0; i < len(keys); {
 		j := i + 1
-		for j < len(keys) && j-i < syncBatch && (r.slots == nil || Slot(string(keys[j].Key)) == Slot(string(keys[i].Key))) {
+		for j < len(keys) && j-i < syncBatch && (r.slots == nil || redisslot.Of(string(keys[j].Key)) == redisslot.Of(string(keys[i].Key))) {
 			j++
 		}
 		groups = append(groups, group{first: i, n: j - i})
@@ -178,7 +179,7 @@ var syncLua = redis.NewScript(syncScript)
 // small and mostly one tenant's keys).
 func sortBySlot(keys []SyncKey) {
 	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && Slot(string(keys[j].Key)) < Slot(string(keys[j-1].Key)); j-- {
+		for j := i; j > 0 && redisslot.Of(string(keys[j].Key)) < redisslot.Of(string(keys[j-1].Key)); j-- {
 			keys[j], keys[j-1] = keys[j-1], keys[j]
 		}
 	}

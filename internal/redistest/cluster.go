@@ -8,11 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keystone-gateway/keystone/internal/redisslot"
 	"github.com/redis/go-redis/v9"
 )
-
-// clusterSlots is the number of hash slots of a Redis Cluster.
-const clusterSlots = 16384
 
 // Cluster is a Redis Cluster of three masters and no replicas, each a
 // redis-server owned by the test. Node i serves the slots
@@ -55,7 +53,7 @@ func StartCluster(t testing.TB) *Cluster {
 	ctx := context.Background()
 	for i, s := range cl.Nodes {
 		c := redis.NewClient(&redis.Options{Addr: s.Addr, Protocol: 2, DisableIdentity: true})
-		lo, hi := i*clusterSlots/n, (i+1)*clusterSlots/n
+		lo, hi := i*redisslot.Count/n, (i+1)*redisslot.Count/n
 		args := []any{"CLUSTER", "ADDSLOTS"}
 		for slot := lo; slot < hi; slot++ {
 			args = append(args, slot)
@@ -109,36 +107,13 @@ func (cl *Cluster) WaitOK(t testing.TB, within time.Duration) {
 
 // NodeFor returns the index in Nodes of the master serving key's slot.
 func (cl *Cluster) NodeFor(key string) int {
-	slot, n := int(Slot(key)), len(cl.Nodes)
+	slot, n := int(redisslot.Of(key)), len(cl.Nodes)
 	for i := range n {
-		if slot < (i+1)*clusterSlots/n {
+		if slot < (i+1)*redisslot.Count/n {
 			return i
 		}
 	}
 	return n - 1
-}
-
-// Slot is the Redis Cluster hash slot of key: CRC16 (XMODEM) of the key,
-// or of its hash tag (the text between the first "{" and the next "}",
-// when not empty), modulo 16384.
-func Slot(key string) uint16 {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	var crc uint16
-	for k := 0; k < len(key); k++ {
-		crc ^= uint16(key[k]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc % clusterSlots
 }
 
 func (s *Server) running() bool {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/keystone-gateway/keystone/internal/redisslot"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -39,8 +40,8 @@ func TestClusterServesEverySlot(t *testing.T) {
 			key = fmt.Sprintf("ks:rl:{tenant-%d}:per-ip:10.0.0.1", i)
 		}
 		want, err := node.ClusterKeySlot(ctx, key).Result()
-		if err != nil || int64(Slot(key)) != want {
-			t.Fatalf("Slot(%q) = %d, CLUSTER KEYSLOT says %d (err %v)", key, Slot(key), want, err)
+		if err != nil || int64(redisslot.Of(key)) != want {
+			t.Fatalf("redisslot.Of(%q) = %d, CLUSTER KEYSLOT says %d (err %v)", key, redisslot.Of(key), want, err)
 		}
 		n := cl.NodeFor(key)
 		if got := owner(int(want)); got != cl.Addrs[n] {
