@@ -64,15 +64,14 @@ func body(t *testing.T, g *gateway, uri string) (int, string) {
 	return resp.StatusCode(), string(resp.Body())
 }
 
-// TestScriptStoreSharedThroughRedis runs two gateways on one Redis: what a
-// script stores through one is read through the other, Incr counts across
-// both, TTLs expire, and tenants do not see each other's keys.
-func TestScriptStoreSharedThroughRedis(t *testing.T) {
-	t.Parallel()
-	srv := redistest.Start(t)
-	yaml := sharedYAML(fmt.Sprintf("shared: {store: redis, redis: {addr: %q, timeout: 1s}}", srv.Addr))
-	a := startGateway(t, yaml, "scripts/shared.lua", sharedLua)
-	b := startGateway(t, yaml, "scripts/shared.lua", sharedLua)
+// startStoreSharingPair starts two gateways on yaml, whose store is
+// shared, and checks what every shared store must do: a value set through
+// one is read through the other, another tenant does not see it, and Incr
+// counts across both.
+func startStoreSharingPair(t *testing.T, yaml string) (a, b *gateway) {
+	t.Helper()
+	a = startGateway(t, yaml, "scripts/shared.lua", sharedLua)
+	b = startGateway(t, yaml, "scripts/shared.lua", sharedLua)
 	if c, _ := body(t, a, "/s/set/greeting?v=hello"); c != 200 {
 		t.Fatalf("set through a: %d", c)
 	}
@@ -87,6 +86,17 @@ func TestScriptStoreSharedThroughRedis(t *testing.T) {
 			t.Errorf("incr %d: %q, want %d", i+1, v, i+1)
 		}
 	}
+	return a, b
+}
+
+// TestScriptStoreSharedThroughRedis runs two gateways on one Redis: what a
+// script stores through one is read through the other, Incr counts across
+// both, TTLs expire, and tenants do not see each other's keys.
+func TestScriptStoreSharedThroughRedis(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	yaml := sharedYAML(fmt.Sprintf("shared: {store: redis, redis: {addr: %q, timeout: 1s}}", srv.Addr))
+	a, b := startStoreSharingPair(t, yaml)
 	if _, v := body(t, a, "/s/set/greeting?v=notanumber"); v != "ok" {
 		t.Fatal(v)
 	}
