@@ -224,26 +224,36 @@ func isTimeout(err error) bool {
 	return errors.As(err, &t) && t.Timeout()
 }
 
-// serve proxies the request in ctx to one of the pool's upstreams and leaves
-// the answer, or the gateway's JSON error, in ctx.Response. It is the proxy
-// stage of the pipeline and the handler behind keystone.Proxy in scripts.
+// serve is the pool as a fasthttp handler, for luavm: the handler behind
+// keystone.Proxy and a script router's fallback. It continues the request
+// whose script called it (scriptState); called outside a script (a test, a
+// tool), it gives the request its own state so the proxy stage works the
+// same.
+func (p *pool) serve(ctx *fasthttp.RequestCtx) {
+	if rs := scriptState(ctx); rs != nil {
+		p.forward(ctx, rs)
+		return
+	}
+	rs := acquireState()
+	defer releaseState(rs)
+	rs.start = time.Now()
+	rs.peer = peerAddr(ctx.RemoteIP())
+	rs.clientIP = rs.peer
+	rs.setRequestID(nil)
+	p.forward(ctx, rs)
+}
+
+// forward is the proxy stage: it proxies the request in ctx to one of the
+// pool's upstreams and leaves the answer, or the gateway's JSON error, in
+// ctx.Response. Its inputs are explicit: ctx, and rs with the request id,
+// the peer, the start time, the tenant and the scratch buffer; it records
+// the upstream, attempts and error kind in rs for the access log.
 //
 // The request is forwarded in place: ctx.Request is edited (hop-by-hop
 // headers removed, X-Forwarded-* set) and handed to the upstream's
 // HostClient with ctx.Response to fill, so a proxied request copies no
 // headers or bodies and allocates nothing (BenchmarkProxyHandler).
-func (p *pool) serve(ctx *fasthttp.RequestCtx) {
-	rs := stateOf(ctx)
-	if rs == nil {
-		// A handler invoked outside the pipeline (tests, tools): give it
-		// its own state so the proxy stage works the same.
-		rs = acquireState()
-		defer releaseState(rs)
-		rs.start = time.Now()
-		rs.peer = peerAddr(ctx.RemoteIP())
-		rs.clientIP = rs.peer
-		rs.setRequestID(nil)
-	}
+func (p *pool) forward(ctx *fasthttp.RequestCtx, rs *reqState) {
 	if len(p.ups) == 0 {
 		writeError(ctx, rs.reqID, fasthttp.StatusNotFound, codeNotFound, "no route for this request")
 		rs.errKind = codeNotFound
