@@ -407,10 +407,15 @@ func (p *pool) forward(ctx *fasthttp.RequestCtx, rs *reqState) {
 // upstream's failure). The host is the upstream's unless the tenant
 // preserves the client's; an HTTP/1.0 request may have none, and then
 // gets the upstream's too, since a request cannot be written without one.
+//
+// Each is set only when it differs: a set copies and lowercases, and the
+// client's scheme is nearly always the upstream's already.
 func (p *pool) address(req *fasthttp.Request, up *upstream) {
 	u := req.URI()
-	u.SetSchemeBytes(up.scheme)
-	if !p.preserveHost || len(u.Host()) == 0 {
+	if string(u.Scheme()) != string(up.scheme) {
+		u.SetSchemeBytes(up.scheme)
+	}
+	if host := u.Host(); (!p.preserveHost || len(host) == 0) && string(host) != up.host {
 		u.SetHost(up.host)
 	}
 }
@@ -556,15 +561,11 @@ func (p *pool) prepare(ctx *fasthttp.RequestCtx, rs *reqState) {
 	peer := rs.peer
 	peerTrusted := p.trusted.trusts(peer)
 
-	// X-Forwarded-For: the chain so far plus the peer. Collect it before
-	// hop-by-hop removal, which deletes whatever Connection names.
-	xff := rs.scratch[:0]
-	for _, v := range h.PeekAll(fasthttp.HeaderXForwardedFor) {
-		if len(xff) > 0 {
-			xff = append(xff, ", "...)
-		}
-		xff = append(xff, v...)
-	}
+	// One pass over the fields finds the hop-by-hop headers, counts the
+	// fields of the headers the gateway owns, and collects the
+	// X-Forwarded-For chain so far, before hop-by-hop removal deletes
+	// whatever Connection names. The chain goes on with the peer.
+	sc, xff := scanRequest(h, p.reqIDHeader, rs.scratch[:0])
 	if len(xff) > 0 {
 		xff = append(xff, ", "...)
 	}
@@ -574,25 +575,29 @@ func (p *pool) prepare(ctx *fasthttp.RequestCtx, rs *reqState) {
 	// A trusted proxy in front of us already said what the client used,
 	// in one field; anyone else's claim, and a trusted proxy's repeated
 	// one, is replaced.
-	keepProto := peerTrusted && len(h.PeekAll(fasthttp.HeaderXForwardedProto)) == 1
-	keepHost := peerTrusted && len(h.PeekAll(fasthttp.HeaderXForwardedHost)) == 1
+	keepProto := peerTrusted && sc.proto == 1
+	keepHost := peerTrusted && sc.host == 1
+	if peerTrusted && sc.hop&trailerBit != 0 {
+		keepProto = len(h.PeekAll(fasthttp.HeaderXForwardedProto)) == 1
+		keepHost = len(h.PeekAll(fasthttp.HeaderXForwardedHost)) == 1
+	}
 
-	removeRequestHopHeaders(h)
-	// Every header the gateway owns leaves as exactly one field (setOnly).
-	// The keys are in canonical form already: SetCanonical skips
-	// re-normalizing them on every request.
-	setOnly(h, keyXForwardedFor, xff)
+	removeRequestHop(h, sc.hop)
+	// Every header the gateway owns leaves as exactly one field
+	// (setOwned). The keys are in canonical form already: SetCanonical
+	// skips re-normalizing them on every request.
+	setOwned(h, keyXForwardedFor, xff, sc.xff)
 	if !keepProto {
 		if ctx.IsTLS() {
-			setOnly(h, keyXForwardedProto, valueHTTPS)
+			setOwned(h, keyXForwardedProto, valueHTTPS, sc.proto)
 		} else {
-			setOnly(h, keyXForwardedProto, valueHTTP)
+			setOwned(h, keyXForwardedProto, valueHTTP, sc.proto)
 		}
 	}
 	if !keepHost {
-		setOnly(h, keyXForwardedHost, req.URI().Host())
+		setOwned(h, keyXForwardedHost, req.URI().Host(), sc.host)
 	}
-	setOnly(h, p.reqIDHeader, rs.reqID)
+	setOwned(h, p.reqIDHeader, rs.reqID, sc.reqID)
 
 	// The gateway speaks HTTP/1.1 to upstreams whatever the client spoke
 	// (HTTP/1.0; other versions were answered 505).

@@ -71,7 +71,13 @@ const (
 // case-insensitively: fasthttp's DelBytes canonicalizes the name first. It
 // does not allocate.
 func removeRequestHopHeaders(h *fasthttp.RequestHeader) {
-	if m := hopMask(h.All()); m != 0 {
+	removeRequestHop(h, hopMask(h.All()))
+}
+
+// removeRequestHop is removeRequestHopHeaders for a request whose hopMask
+// is m.
+func removeRequestHop(h *fasthttp.RequestHeader, m uint16) {
+	if m != 0 {
 		removeHop(h, m)
 		if m&expectBit != 0 {
 			// fasthttp already answered "Expect: 100-continue" and read
@@ -260,4 +266,78 @@ func fieldLines(h *fasthttp.RequestHeader) int {
 func setOnly(h *fasthttp.RequestHeader, key, value []byte) {
 	h.DelBytes(key)
 	h.SetCanonical(key, value)
+}
+
+// setOwned is setOnly for a header the request carries at most n fields
+// of (requestScan): with one or none, SetCanonical alone replaces or adds
+// it, without DelBytes re-canonicalizing the key and walking every field
+// again (4% of BenchmarkProxyHandler's CPU for the four owned headers).
+func setOwned(h *fasthttp.RequestHeader, key, value []byte, n int) {
+	if n > 1 {
+		h.DelBytes(key)
+	}
+	h.SetCanonical(key, value)
+}
+
+// requestScan is what one pass over a request's header fields finds before
+// the proxy stage edits them (scanRequest).
+type requestScan struct {
+	// hop is the request's hopMask.
+	hop uint16
+	// xff, proto, host and reqID count the X-Forwarded-For,
+	// X-Forwarded-Proto, X-Forwarded-Host and request id fields. They are
+	// upper bounds for what is left after hop-by-hop removal, which only
+	// deletes fields, unless hop has the Trailer bit: removing Trailer
+	// moves the fields of the trailer section, which the pass does not
+	// see, into the header (fasthttp's unannounceTrailers). scanRequest
+	// then sets every count to 2, so that setOwned deletes.
+	xff, proto, host, reqID int
+}
+
+// trailerBit is hopHeaders[6], "Trailer".
+const trailerBit = 1 << 6
+
+// scanRequest makes one pass over the fields of h: the hop-by-hop headers
+// (hopMask), the fields of the headers the gateway owns (reqIDKey is the
+// request id's, in canonical form), and the client's X-Forwarded-For
+// chain, appended to xff with ", " between values. A request with trailer
+// fields gets its chain from PeekAll, which reads the trailer section too.
+func scanRequest(h *fasthttp.RequestHeader, reqIDKey, xff []byte) (requestScan, []byte) {
+	var sc requestScan
+	start := len(xff)
+	for k, v := range h.All() {
+		if len(k) == len(reqIDKey) && bytes.EqualFold(k, reqIDKey) {
+			sc.reqID++
+		}
+		switch {
+		case len(k) == len(fasthttp.HeaderXForwardedFor) && bytes.EqualFold(k, keyXForwardedFor):
+			sc.xff++
+			xff = appendChain(xff, start, v)
+		case len(k) == len(fasthttp.HeaderXForwardedProto) && bytes.EqualFold(k, keyXForwardedProto):
+			sc.proto++
+		case len(k) == len(fasthttp.HeaderXForwardedHost) && bytes.EqualFold(k, keyXForwardedHost):
+			sc.host++
+		default:
+			if i := hopIndex(k); i >= 0 {
+				sc.hop |= 1 << i
+			}
+		}
+	}
+	if sc.hop&trailerBit != 0 {
+		sc.xff, sc.proto, sc.host, sc.reqID = 2, 2, 2, 2
+		xff = xff[:start]
+		for _, v := range h.PeekAll(fasthttp.HeaderXForwardedFor) {
+			xff = appendChain(xff, start, v)
+		}
+	}
+	return sc, xff
+}
+
+// appendChain appends v to the X-Forwarded-For chain that starts at
+// xff[start:].
+func appendChain(xff []byte, start int, v []byte) []byte {
+	if len(xff) > start {
+		xff = append(xff, ", "...)
+	}
+	return append(xff, v...)
 }
