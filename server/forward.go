@@ -267,7 +267,7 @@ func (p *pool) forward(ctx *fasthttp.RequestCtx, rs *reqState) {
 		rs.errKind = codeMethodNotAllowed
 		return
 	}
-	if p.upgrade != nil && req.Header.ConnectionUpgrade() && p.serveUpgrade(ctx, rs) {
+	if p.upgrade != nil && upgradeRequested(&req.Header) && p.serveUpgrade(ctx, rs) {
 		return
 	}
 	clientClose := req.Header.ConnectionClose()
@@ -294,6 +294,8 @@ func (p *pool) forward(ctx *fasthttp.RequestCtx, rs *reqState) {
 	}
 
 	rs.beginUpstream()
+	var hop uint16 // the answer's hopMask, once hopKnown
+	hopKnown := false
 	var tried balancer.Set
 	retries := 0
 	failovers := 0 // free moves to an untried upstream after nothing was sent
@@ -360,8 +362,11 @@ func (p *pool) forward(ctx *fasthttp.RequestCtx, rs *reqState) {
 		rs.attemptDone(up, f, status)
 		up.report(tok, f, err, f == failStatus && !p.retry.statuses.has(status))
 		if f == failNone {
-			if ka := ctx.Response.Header.Peek(fasthttp.HeaderKeepAlive); len(ka) > 0 {
-				up.noteKeepAlive(ka)
+			// One pass finds the answer's hop-by-hop headers: whether
+			// there is a Keep-Alive to note, and what to remove below.
+			hop, hopKnown = hopMask(ctx.Response.Header.All()), true
+			if hop&keepAliveBit != 0 {
+				up.noteKeepAlive(ctx.Response.Header.Peek(fasthttp.HeaderKeepAlive))
 			}
 			break
 		}
@@ -393,7 +398,10 @@ func (p *pool) forward(ctx *fasthttp.RequestCtx, rs *reqState) {
 		}
 		break
 	}
-	removeResponseHopHeaders(&ctx.Response.Header)
+	if !hopKnown {
+		hop = hopMask(ctx.Response.Header.All())
+	}
+	removeResponseHop(&ctx.Response.Header, hop)
 	if clientClose {
 		ctx.SetConnectionClose()
 	}
