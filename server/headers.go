@@ -138,14 +138,14 @@ func upgradeRequested(h *fasthttp.RequestHeader) bool {
 
 // hopDeleter is what removeHop needs of a fasthttp header.
 type hopDeleter interface {
-	Peek(key string) []byte
+	PeekCanonical(key []byte) []byte
 	Del(key string)
 	DelBytes(key []byte)
 }
 
 func removeHop(h hopDeleter, mask uint16) {
 	if mask&connectionBit != 0 {
-		conn := h.Peek(fasthttp.HeaderConnection)
+		conn := h.PeekCanonical(keyConnection)
 		for len(conn) > 0 {
 			var tok []byte
 			if i := bytes.IndexByte(conn, ','); i >= 0 {
@@ -174,12 +174,24 @@ func removeHop(h hopDeleter, mask uint16) {
 // otherwise strip the length of a body fasthttp already framed by it, and the
 // bytes left on the wire would be read as the next request.
 func framingField(tok []byte) bool {
-	for _, f := range [...]string{"close", "keep-alive", "content-length", "transfer-encoding", "host"} {
-		if bytes.EqualFold(tok, []byte(f)) {
-			return true
-		}
+	// By length first: nearly every request names "keep-alive", and five
+	// case-folding compares per token were 1% of BenchmarkProxyHandler.
+	var f string
+	switch len(tok) {
+	case len("close"):
+		f = "close"
+	case len("keep-alive"):
+		f = "keep-alive"
+	case len("content-length"):
+		f = "content-length"
+	case len("transfer-encoding"):
+		f = "transfer-encoding"
+	case len("host"):
+		f = "host"
+	default:
+		return false
 	}
-	return false
+	return bytes.EqualFold(tok, []byte(f))
 }
 
 // framingError reports a request whose framing a proxy must not forward

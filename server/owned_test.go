@@ -88,3 +88,20 @@ func TestOwnedHeadersLeaveAsOneFieldWhateverTheClientSent(t *testing.T) {
 		})
 	}
 }
+
+// TestFramingFieldsAreKeptWhateverConnectionNamesThem pins the tokens a
+// Connection header may not remove, in any case, and nothing that merely
+// shares a length or a prefix with them.
+func TestFramingFieldsAreKeptWhateverConnectionNamesThem(t *testing.T) {
+	t.Parallel()
+	for tok, want := range map[string]bool{
+		"close": true, "CLOSE": true, "keep-alive": true, "Keep-Alive": true, "content-length": true,
+		"Transfer-Encoding": true, "host": true, "HOST": true,
+		"": false, "clos": false, "closed": false, "keep-alivf": false, "upgrade": false, "hosts": false,
+		"X-Request-Id": false, "content-lengtx": false, "transfer-encodinx": false,
+	} {
+		if got := framingField([]byte(tok)); got != want {
+			t.Errorf("framingField(%q) = %v, want %v", tok, got, want)
+		}
+	}
+}
