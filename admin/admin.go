@@ -222,8 +222,9 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx, path []byte) {
 }
 
 // ServeRequest answers an admin request as Serve does, with r's ClientIP
-// and WriteError: the server passes what it knows of the request
-// explicitly rather than having callbacks find it through ctx.
+// and WriteError (r must not be nil): the server passes what it knows of
+// the request explicitly rather than having callbacks find it through
+// ctx.
 func (h *Handler) ServeRequest(ctx *fasthttp.RequestCtx, path []byte, r Request) {
 	if h.serveDashboard(ctx, path) {
 		return
