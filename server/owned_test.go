@@ -105,3 +105,14 @@ func TestFramingFieldsAreKeptWhateverConnectionNamesThem(t *testing.T) {
 		}
 	}
 }
+
+// TestHopBitsNameTheirHeaders pins the hopHeaders positions the bit
+// constants stand for.
+func TestHopBitsNameTheirHeaders(t *testing.T) {
+	t.Parallel()
+	for bit, want := range map[uint16]string{connectionBit: "Connection", keepAliveBit: "Keep-Alive", trailerBit: "Trailer"} {
+		if got := hopMask(func(yield func([]byte, []byte) bool) { yield([]byte(want), nil) }); got != bit {
+			t.Errorf("hopMask of %s = %b, want %b", want, got, bit)
+		}
+	}
+}
