@@ -38,7 +38,8 @@ type upstream struct {
 	// only when it changed); read by upConn before it reuses a connection.
 	keepAlive atomic.Int64
 	// host is the Host header sent when the tenant does not preserve the
-	// client's.
+	// client's, in lower case as fasthttp's URI.SetHost stores it (address
+	// compares it with the request's).
 	host string
 	// scheme is the upstream's URL scheme, "http" or "https", which every
 	// request sent to it carries in its URI.

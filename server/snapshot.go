@@ -441,7 +441,7 @@ func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, 
 	// Admin and the access log name the upstream as configured, base path
 	// included. Set before the upstream is shared.
 	bu.URL = uc.URL
-	up := &upstream{Upstream: bu, tenant: tc.Name, host: u.Host, scheme: []byte(u.Scheme), basePath: base}
+	up := &upstream{Upstream: bu, tenant: tc.Name, host: strings.ToLower(u.Host), scheme: []byte(u.Scheme), basePath: base}
 	hc := &fasthttp.HostClient{
 		Addr:                     bu.Addr,
 		IsTLS:                    bu.TLS,
