@@ -152,18 +152,48 @@ type Config struct {
 	// Token, when not empty, is required as "Authorization: Bearer <token>".
 	Token string
 
-	// WriteError answers with the gateway's JSON error body. Required. It
-	// may replace the whole response, headers included (the server's
-	// does), so headers that go with an error are set after it.
+	// WriteError answers with the gateway's JSON error body. Required by
+	// Serve; ServeRequest uses its Request's instead. It may replace the
+	// whole response, headers included (the server's does), so headers
+	// that go with an error are set after it.
 	WriteError func(ctx *fasthttp.RequestCtx, status int, code, msg string)
 
 	// Control serves the reload, routes and drain endpoints. If nil,
 	// they answer 404 and /admin/health has no last_reload.
 	Control Control
 
-	// ClientIP returns the client IP the audit log names. If nil, the
-	// TCP peer.
+	// ClientIP returns the client IP the audit log names, for Serve. If
+	// nil, the TCP peer.
 	ClientIP func(ctx *fasthttp.RequestCtx) string
+}
+
+// Request is the server's side of one admin request, passed to
+// ServeRequest: what the server resolved about it and how it answers
+// errors for it.
+type Request interface {
+	// ClientIP returns the client IP the audit log names (trusted
+	// proxies applied).
+	ClientIP() string
+	// WriteError answers with the gateway's JSON error body, as
+	// Config.WriteError.
+	WriteError(ctx *fasthttp.RequestCtx, status int, code, msg string)
+}
+
+// configRequest is the Request of Serve: Config's callbacks.
+type configRequest struct {
+	h   *Handler
+	ctx *fasthttp.RequestCtx
+}
+
+func (r configRequest) ClientIP() string {
+	if r.h.clientIP != nil {
+		return r.h.clientIP(r.ctx)
+	}
+	return r.ctx.RemoteIP().String()
+}
+
+func (r configRequest) WriteError(ctx *fasthttp.RequestCtx, status int, code, msg string) {
+	r.h.writeError(ctx, status, code, msg)
 }
 
 // Handler serves the admin endpoints. It is safe for concurrent use.
@@ -184,20 +214,29 @@ func New(cfg Config, src Source) *Handler {
 	return h
 }
 
-// Serve answers an admin request. path is the request path after the admin
-// prefix ("/health"), already normalized by the server.
+// Serve answers an admin request with Config's WriteError and ClientIP.
+// path is the request path after the admin prefix ("/health"), already
+// normalized by the server.
 func (h *Handler) Serve(ctx *fasthttp.RequestCtx, path []byte) {
+	h.ServeRequest(ctx, path, configRequest{h, ctx})
+}
+
+// ServeRequest answers an admin request as Serve does, with r's ClientIP
+// and WriteError (r must not be nil): the server passes what it knows of
+// the request explicitly rather than having callbacks find it through
+// ctx.
+func (h *Handler) ServeRequest(ctx *fasthttp.RequestCtx, path []byte, r Request) {
 	if h.serveDashboard(ctx, path) {
 		return
 	}
 	if h.token != nil && subtle.ConstantTimeCompare(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), h.token) != 1 {
-		h.writeError(ctx, fasthttp.StatusUnauthorized, "unauthorized", "admin token required")
+		r.WriteError(ctx, fasthttp.StatusUnauthorized, "unauthorized", "admin token required")
 		// RFC 9110 §11.6.1: a 401 carries a challenge; RFC 6750 §3
 		// names the scheme for a bearer token.
 		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="keystone-admin"`)
 		return
 	}
-	if h.serveControl(ctx, string(path)) {
+	if h.serveControl(ctx, string(path), r) {
 		return
 	}
 	var body any
@@ -209,23 +248,23 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx, path []byte) {
 	case "/stats":
 		st, ok := h.stats()
 		if !ok {
-			h.writeError(ctx, fasthttp.StatusNotFound, "not_found", "metrics are disabled")
+			r.WriteError(ctx, fasthttp.StatusNotFound, "not_found", "metrics are disabled")
 			return
 		}
 		body = st
 	default:
-		h.writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such admin endpoint")
+		r.WriteError(ctx, fasthttp.StatusNotFound, "not_found", "no such admin endpoint")
 		return
 	}
 	if !ctx.IsGet() && !ctx.IsHead() {
-		h.writeError(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "admin endpoints are read-only")
+		r.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "admin endpoints are read-only")
 		// RFC 9110 §15.5.6: a 405 lists the methods that are allowed.
 		ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, HEAD")
 		return
 	}
 	b, err := json.MarshalIndent(body, "", "  ")
 	if err != nil {
-		h.writeError(ctx, fasthttp.StatusInternalServerError, "internal_error", "cannot encode admin response")
+		r.WriteError(ctx, fasthttp.StatusInternalServerError, "internal_error", "cannot encode admin response")
 		return
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)

@@ -87,55 +87,55 @@ type upstreamRef struct {
 
 // serveControl answers the Control endpoints and reports whether path is
 // one of them.
-func (h *Handler) serveControl(ctx *fasthttp.RequestCtx, path string) bool {
+func (h *Handler) serveControl(ctx *fasthttp.RequestCtx, path string, req Request) bool {
 	if h.ctl == nil {
 		return false
 	}
 	switch path {
 	case "/reload":
-		if !h.method(ctx, "POST") {
+		if !h.method(ctx, req, "POST") {
 			return true
 		}
-		r := h.ctl.Reload("admin", h.caller(ctx))
+		r := h.ctl.Reload("admin", h.caller(req))
 		status := fasthttp.StatusOK
 		if r.Status != "ok" {
 			// The request was fine; the config on disk was not.
 			status = fasthttp.StatusUnprocessableEntity
 		}
-		h.writeJSON(ctx, status, r)
+		h.writeJSON(ctx, req, status, r)
 	case "/reloads":
-		if !h.method(ctx, "GET") {
+		if !h.method(ctx, req, "GET") {
 			return true
 		}
 		rs := h.ctl.Reloads()
 		if rs == nil {
 			rs = []Reload{}
 		}
-		h.writeJSON(ctx, fasthttp.StatusOK, rs)
+		h.writeJSON(ctx, req, fasthttp.StatusOK, rs)
 	case "/routes":
-		if !h.method(ctx, "GET") {
+		if !h.method(ctx, req, "GET") {
 			return true
 		}
 		rs := h.ctl.Routes()
 		if rs == nil {
 			rs = []Route{}
 		}
-		h.writeJSON(ctx, fasthttp.StatusOK, rs)
+		h.writeJSON(ctx, req, fasthttp.StatusOK, rs)
 	case "/upstreams/drain", "/upstreams/enable":
-		if !h.method(ctx, "POST") {
+		if !h.method(ctx, req, "POST") {
 			return true
 		}
 		var ref upstreamRef
 		if err := json.Unmarshal(requestBody(ctx), &ref); err != nil || ref.Tenant == "" || ref.URL == "" {
-			h.writeError(ctx, fasthttp.StatusBadRequest, "bad_request", `expected a JSON body {"tenant": "...", "url": "..."}`)
+			req.WriteError(ctx, fasthttp.StatusBadRequest, "bad_request", `expected a JSON body {"tenant": "...", "url": "..."}`)
 			return true
 		}
 		drain := path == "/upstreams/drain"
-		if err := h.ctl.SetDraining(ref.Tenant, ref.URL, drain, h.caller(ctx)); err != nil {
-			h.writeError(ctx, fasthttp.StatusNotFound, "not_found", err.Error())
+		if err := h.ctl.SetDraining(ref.Tenant, ref.URL, drain, h.caller(req)); err != nil {
+			req.WriteError(ctx, fasthttp.StatusNotFound, "not_found", err.Error())
 			return true
 		}
-		h.writeJSON(ctx, fasthttp.StatusOK, map[string]any{"tenant": ref.Tenant, "url": ref.URL, "draining": drain})
+		h.writeJSON(ctx, req, fasthttp.StatusOK, map[string]any{"tenant": ref.Tenant, "url": ref.URL, "draining": drain})
 	default:
 		return false
 	}
@@ -157,12 +157,12 @@ func requestBody(ctx *fasthttp.RequestCtx) []byte {
 
 // method answers 405 unless the request uses want (GET also allows HEAD)
 // and reports whether it does.
-func (h *Handler) method(ctx *fasthttp.RequestCtx, want string) bool {
+func (h *Handler) method(ctx *fasthttp.RequestCtx, req Request, want string) bool {
 	m := string(ctx.Method())
 	if m == want || (want == "GET" && m == "HEAD") {
 		return true
 	}
-	h.writeError(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "use "+want)
+	req.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "use "+want)
 	allow := want
 	if want == "GET" {
 		allow = "GET, HEAD"
@@ -172,21 +172,18 @@ func (h *Handler) method(ctx *fasthttp.RequestCtx, want string) bool {
 }
 
 // caller names who sent the request.
-func (h *Handler) caller(ctx *fasthttp.RequestCtx) Caller {
-	c := Caller{IP: ctx.RemoteIP().String()}
-	if h.clientIP != nil {
-		c.IP = h.clientIP(ctx)
-	}
+func (h *Handler) caller(req Request) Caller {
+	c := Caller{IP: req.ClientIP()}
 	if h.token != nil {
 		c.Token = "admin"
 	}
 	return c
 }
 
-func (h *Handler) writeJSON(ctx *fasthttp.RequestCtx, status int, body any) {
+func (h *Handler) writeJSON(ctx *fasthttp.RequestCtx, req Request, status int, body any) {
 	b, err := json.MarshalIndent(body, "", "  ")
 	if err != nil {
-		h.writeError(ctx, fasthttp.StatusInternalServerError, "internal_error", "cannot encode admin response")
+		req.WriteError(ctx, fasthttp.StatusInternalServerError, "internal_error", "cannot encode admin response")
 		return
 	}
 	ctx.SetStatusCode(status)

@@ -77,7 +77,7 @@ func respondAccess(ctx *fasthttp.RequestCtx, p *auth.Policy) {
 // Auth returns the identity the request was accepted as, for req.Auth
 // (luavm.AuthHost); nil when none.
 func (h *scriptHost) Auth(ctx *fasthttp.RequestCtx) *auth.Identity {
-	if rs := stateOf(ctx); rs != nil {
+	if rs := scriptState(ctx); rs != nil {
 		return rs.ident
 	}
 	return nil
@@ -86,7 +86,7 @@ func (h *scriptHost) Auth(ctx *fasthttp.RequestCtx) *auth.Identity {
 // SetAuth records the identity a script's keystone.auth middleware
 // accepted, for req.Auth and the access log (luavm.AuthHost).
 func (h *scriptHost) SetAuth(ctx *fasthttp.RequestCtx, id *auth.Identity) {
-	if rs := stateOf(ctx); rs != nil {
+	if rs := scriptState(ctx); rs != nil {
 		rs.ident = id
 	}
 }

@@ -76,24 +76,22 @@ func (a adminSource) Tenants() []admin.Tenant {
 	return out
 }
 
-// newAdmin builds the admin handler of a snapshot.
+// newAdmin builds the admin handler of a snapshot. The pipeline serves it
+// with ServeRequest and the request's state (adminRequest).
 func (s *Server) newAdmin(token string) *admin.Handler {
-	return admin.New(admin.Config{
-		Token:   token,
-		Control: adminControl{s},
-		ClientIP: func(ctx *fasthttp.RequestCtx) string {
-			if rs := stateOf(ctx); rs != nil {
-				return rs.clientIP.String()
-			}
-			return ctx.RemoteIP().String()
-		},
-		WriteError: func(ctx *fasthttp.RequestCtx, status int, code, msg string) {
-			var id []byte
-			if rs := stateOf(ctx); rs != nil {
-				id = rs.reqID
-				rs.errKind = code
-			}
-			writeError(ctx, id, status, code, msg)
-		},
-	}, adminSource{s})
+	return admin.New(admin.Config{Token: token, Control: adminControl{s}}, adminSource{s})
+}
+
+// adminRequest is a request's state as admin sees it (admin.Request): the
+// client IP for the audit log, and errors answered with the request id and
+// recorded for the access log.
+type adminRequest reqState
+
+var _ admin.Request = (*adminRequest)(nil)
+
+func (r *adminRequest) ClientIP() string { return r.clientIP.String() }
+
+func (r *adminRequest) WriteError(ctx *fasthttp.RequestCtx, status int, code, msg string) {
+	r.errKind = code
+	writeError(ctx, r.reqID, status, code, msg)
 }

@@ -38,7 +38,8 @@ type upstream struct {
 	// only when it changed); read by upConn before it reuses a connection.
 	keepAlive atomic.Int64
 	// host is the Host header sent when the tenant does not preserve the
-	// client's.
+	// client's, in lower case as fasthttp's URI.SetHost stores it (address
+	// compares it with the request's).
 	host string
 	// scheme is the upstream's URL scheme, "http" or "https", which every
 	// request sent to it carries in its URI.
@@ -224,26 +225,36 @@ func isTimeout(err error) bool {
 	return errors.As(err, &t) && t.Timeout()
 }
 
-// serve proxies the request in ctx to one of the pool's upstreams and leaves
-// the answer, or the gateway's JSON error, in ctx.Response. It is the proxy
-// stage of the pipeline and the handler behind keystone.Proxy in scripts.
+// serve is the pool as a fasthttp handler, for luavm: the handler behind
+// keystone.Proxy and a script router's fallback. It continues the request
+// whose script called it (scriptState); called outside a script (a test, a
+// tool), it gives the request its own state so the proxy stage works the
+// same.
+func (p *pool) serve(ctx *fasthttp.RequestCtx) {
+	if rs := scriptState(ctx); rs != nil {
+		p.forward(ctx, rs)
+		return
+	}
+	rs := acquireState()
+	defer releaseState(rs)
+	rs.start = time.Now()
+	rs.peer = peerAddr(ctx.RemoteIP())
+	rs.clientIP = rs.peer
+	rs.setRequestID(nil)
+	p.forward(ctx, rs)
+}
+
+// forward is the proxy stage: it proxies the request in ctx to one of the
+// pool's upstreams and leaves the answer, or the gateway's JSON error, in
+// ctx.Response. Its inputs are explicit: ctx, and rs with the request id,
+// the peer, the start time, the tenant and the scratch buffer; it records
+// the upstream, attempts and error kind in rs for the access log.
 //
 // The request is forwarded in place: ctx.Request is edited (hop-by-hop
 // headers removed, X-Forwarded-* set) and handed to the upstream's
 // HostClient with ctx.Response to fill, so a proxied request copies no
 // headers or bodies and allocates nothing (BenchmarkProxyHandler).
-func (p *pool) serve(ctx *fasthttp.RequestCtx) {
-	rs := stateOf(ctx)
-	if rs == nil {
-		// A handler invoked outside the pipeline (tests, tools): give it
-		// its own state so the proxy stage works the same.
-		rs = acquireState()
-		defer releaseState(rs)
-		rs.start = time.Now()
-		rs.peer = peerAddr(ctx.RemoteIP())
-		rs.clientIP = rs.peer
-		rs.setRequestID(nil)
-	}
+func (p *pool) forward(ctx *fasthttp.RequestCtx, rs *reqState) {
 	if len(p.ups) == 0 {
 		writeError(ctx, rs.reqID, fasthttp.StatusNotFound, codeNotFound, "no route for this request")
 		rs.errKind = codeNotFound
@@ -257,7 +268,7 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 		rs.errKind = codeMethodNotAllowed
 		return
 	}
-	if p.upgrade != nil && req.Header.ConnectionUpgrade() && p.serveUpgrade(ctx, rs) {
+	if p.upgrade != nil && upgradeRequested(&req.Header) && p.serveUpgrade(ctx, rs) {
 		return
 	}
 	clientClose := req.Header.ConnectionClose()
@@ -284,6 +295,8 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 	}
 
 	rs.beginUpstream()
+	var hop uint16 // the answer's hopMask, once hopKnown
+	hopKnown := false
 	var tried balancer.Set
 	retries := 0
 	failovers := 0 // free moves to an untried upstream after nothing was sent
@@ -350,8 +363,11 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 		rs.attemptDone(up, f, status)
 		up.report(tok, f, err, f == failStatus && !p.retry.statuses.has(status))
 		if f == failNone {
-			if ka := ctx.Response.Header.Peek(fasthttp.HeaderKeepAlive); len(ka) > 0 {
-				up.noteKeepAlive(ka)
+			// One pass finds the answer's hop-by-hop headers: whether
+			// there is a Keep-Alive to note, and what to remove below.
+			hop, hopKnown = hopMask(ctx.Response.Header.All()), true
+			if hop&keepAliveBit != 0 {
+				up.noteKeepAlive(ctx.Response.Header.Peek(fasthttp.HeaderKeepAlive))
 			}
 			break
 		}
@@ -383,7 +399,10 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 		}
 		break
 	}
-	removeResponseHopHeaders(&ctx.Response.Header)
+	if !hopKnown {
+		hop = hopMask(ctx.Response.Header.All())
+	}
+	removeResponseHop(&ctx.Response.Header, hop)
 	if clientClose {
 		ctx.SetConnectionClose()
 	}
@@ -397,10 +416,15 @@ func (p *pool) serve(ctx *fasthttp.RequestCtx) {
 // upstream's failure). The host is the upstream's unless the tenant
 // preserves the client's; an HTTP/1.0 request may have none, and then
 // gets the upstream's too, since a request cannot be written without one.
+//
+// Each is set only when it differs: a set copies and lowercases, and the
+// client's scheme is nearly always the upstream's already.
 func (p *pool) address(req *fasthttp.Request, up *upstream) {
 	u := req.URI()
-	u.SetSchemeBytes(up.scheme)
-	if !p.preserveHost || len(u.Host()) == 0 {
+	if string(u.Scheme()) != string(up.scheme) {
+		u.SetSchemeBytes(up.scheme)
+	}
+	if host := u.Host(); (!p.preserveHost || len(host) == 0) && string(host) != up.host {
 		u.SetHost(up.host)
 	}
 }
@@ -546,15 +570,11 @@ func (p *pool) prepare(ctx *fasthttp.RequestCtx, rs *reqState) {
 	peer := rs.peer
 	peerTrusted := p.trusted.trusts(peer)
 
-	// X-Forwarded-For: the chain so far plus the peer. Collect it before
-	// hop-by-hop removal, which deletes whatever Connection names.
-	xff := rs.scratch[:0]
-	for _, v := range h.PeekAll(fasthttp.HeaderXForwardedFor) {
-		if len(xff) > 0 {
-			xff = append(xff, ", "...)
-		}
-		xff = append(xff, v...)
-	}
+	// One pass over the fields finds the hop-by-hop headers, counts the
+	// fields of the headers the gateway owns, and collects the
+	// X-Forwarded-For chain so far, before hop-by-hop removal deletes
+	// whatever Connection names. The chain goes on with the peer.
+	sc, xff := scanRequest(h, p.reqIDHeader, rs.scratch[:0])
 	if len(xff) > 0 {
 		xff = append(xff, ", "...)
 	}
@@ -564,25 +584,29 @@ func (p *pool) prepare(ctx *fasthttp.RequestCtx, rs *reqState) {
 	// A trusted proxy in front of us already said what the client used,
 	// in one field; anyone else's claim, and a trusted proxy's repeated
 	// one, is replaced.
-	keepProto := peerTrusted && len(h.PeekAll(fasthttp.HeaderXForwardedProto)) == 1
-	keepHost := peerTrusted && len(h.PeekAll(fasthttp.HeaderXForwardedHost)) == 1
+	keepProto := peerTrusted && sc.proto == 1
+	keepHost := peerTrusted && sc.host == 1
+	if peerTrusted && sc.hop&trailerBit != 0 {
+		keepProto = len(h.PeekAll(fasthttp.HeaderXForwardedProto)) == 1
+		keepHost = len(h.PeekAll(fasthttp.HeaderXForwardedHost)) == 1
+	}
 
-	removeRequestHopHeaders(h)
-	// Every header the gateway owns leaves as exactly one field (setOnly).
-	// The keys are in canonical form already: SetCanonical skips
-	// re-normalizing them on every request.
-	setOnly(h, keyXForwardedFor, xff)
+	removeRequestHop(h, sc.hop)
+	// Every header the gateway owns leaves as exactly one field
+	// (setOwned). The keys are in canonical form already: SetCanonical
+	// skips re-normalizing them on every request.
+	setOwned(h, keyXForwardedFor, xff, sc.xff)
 	if !keepProto {
 		if ctx.IsTLS() {
-			setOnly(h, keyXForwardedProto, valueHTTPS)
+			setOwned(h, keyXForwardedProto, valueHTTPS, sc.proto)
 		} else {
-			setOnly(h, keyXForwardedProto, valueHTTP)
+			setOwned(h, keyXForwardedProto, valueHTTP, sc.proto)
 		}
 	}
 	if !keepHost {
-		setOnly(h, keyXForwardedHost, req.URI().Host())
+		setOwned(h, keyXForwardedHost, req.URI().Host(), sc.host)
 	}
-	setOnly(h, p.reqIDHeader, rs.reqID)
+	setOwned(h, p.reqIDHeader, rs.reqID, sc.reqID)
 
 	// The gateway speaks HTTP/1.1 to upstreams whatever the client spoke
 	// (HTTP/1.0; other versions were answered 505).

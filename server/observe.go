@@ -181,12 +181,12 @@ func (rs *reqState) serveTenant(ctx *fasthttp.RequestCtx, t *tenant) {
 // time spent in Lua (the handler's time less its upstream attempts).
 func (rs *reqState) runTenant(ctx *fasthttp.RequestCtx, t *tenant) {
 	if t.script == nil || !rs.obs.timed {
-		t.serve(ctx)
+		t.serve(ctx, rs)
 		return
 	}
 	o := &rs.obs
 	o.script = true
-	t.serve(ctx)
+	t.serve(ctx, rs)
 	o.script = false
 	o.elapsed = time.Since(rs.start)
 	o.lua = o.elapsed - o.upstream

@@ -351,7 +351,7 @@ tenants:
   - {name: boom, path_prefix: /boom, upstreams: [{url: %q}]}
   - {name: fine, path_prefix: /fine, upstreams: [{url: %q}]}
 `, up.url(), up.url()))
-	g.srv.snap.Load().byName["boom"].serve = func(*fasthttp.RequestCtx) { panic("handler bug") }
+	g.srv.snap.Load().byName["boom"].serve = func(*fasthttp.RequestCtx, *reqState) { panic("handler bug") }
 	errorBody(t, g.get("/boom/x"), 500, "internal_error")
 	if resp := g.get("/fine/x"); resp.StatusCode() != 200 {
 		t.Fatalf("gateway stopped serving after a panic: %d", resp.StatusCode())

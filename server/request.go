@@ -14,17 +14,13 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// stateKey finds a request's *reqState among the RequestCtx user values.
-// A small integer constant boxes into an interface without allocating.
-type ctxKey uint8
-
-const stateKey ctxKey = 1
-
 // reqState is the per-request bookkeeping of the pipeline: what the access
 // log prints and what a Lua script's keystone.Proxy needs to continue the
-// request. It is pooled: acquireState hands out a reset value and
-// releaseState takes it back; nothing may keep a *reqState, or a slice of
-// one, after releaseState.
+// request. Server.handle acquires it and passes it down, as a parameter,
+// to every stage (access, rate limits, the proxy stage, admin, finish).
+// It is pooled: acquireState hands out a reset value and releaseState
+// takes it back; nothing may keep a *reqState, or a slice of one, after
+// releaseState.
 type reqState struct {
 	start    time.Time
 	tenant   *tenant
@@ -106,11 +102,22 @@ func (rs *reqState) captureRequest(ctx *fasthttp.RequestCtx) {
 	rs.sent = append(b, u.QueryString()...)
 }
 
-// stateOf returns the state of a request in flight through the pipeline, or
-// nil for a ctx the pipeline did not start (a test calling a handler
-// directly).
-func stateOf(ctx *fasthttp.RequestCtx) *reqState {
-	rs, _ := ctx.UserValue(stateKey).(*reqState)
+// scriptKey attaches a request's *reqState to its RequestCtx while the
+// tenant's Lua script runs, and only then (tenant.runScript). It is the one
+// place the state crosses a boundary through the ctx: luavm calls back into
+// the gateway (keystone.Proxy's handler, the router's fallback,
+// Host.WriteError, ClientIP, Auth) with the ctx alone, because its routes
+// are fasthttp/router handlers, which take nothing else. A small integer
+// constant boxes into an interface without allocating.
+type ctxKey uint8
+
+const scriptKey ctxKey = 1
+
+// scriptState returns the state of the request whose script called back
+// into the gateway, or nil for a ctx no script runs on (a test calling a
+// luavm handler directly).
+func scriptState(ctx *fasthttp.RequestCtx) *reqState {
+	rs, _ := ctx.UserValue(scriptKey).(*reqState)
 	return rs
 }
 

@@ -352,7 +352,6 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	rs := acquireState()
 	// fasthttp read the clock when the request arrived; reuse it.
 	rs.start = ctx.Time()
-	ctx.SetUserValue(stateKey, rs)
 	snap := s.snap.Load()
 	for !snap.life.enter() {
 		// Retired between the load and the count: a reload published a
@@ -393,7 +392,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	if snap.adminEnabled && hasSegmentPrefix(path, snap.adminPrefix) {
 		rs.admin = true
-		snap.admin.Serve(ctx, path[len(snap.adminPrefix):])
+		snap.admin.ServeRequest(ctx, path[len(snap.adminPrefix):], (*adminRequest)(rs))
 		return
 	}
 	t, ok := snap.index.Match(ctx.Host(), path)
@@ -523,7 +522,6 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, rs *reqState, snap *snapshot) 
 		// reused under it (inflight's doc).
 		release = release && !s.inflight.cutoff.Load()
 	}
-	ctx.RemoveUserValue(stateKey)
 	if release {
 		releaseState(rs)
 	}

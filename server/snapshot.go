@@ -148,8 +148,9 @@ type tenant struct {
 	// from the running snapshot when the script is unchanged.
 	runtime *luavm.RuntimeRoutes
 	// serve handles a request matched to the tenant: the script's router
-	// (which falls back to the pool) or the pool itself.
-	serve fasthttp.RequestHandler
+	// (runScript, which falls back to the pool) or the pool itself
+	// (pool.forward).
+	serve func(ctx *fasthttp.RequestCtx, rs *reqState)
 	// route and stats are the tenant's counters (nil: metrics off).
 	route *observe.RouteStats
 	stats *observe.TenantStats
@@ -198,7 +199,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
 		}
 		snap.pools = append(snap.pools, p)
-		t := &tenant{cfg: tc, pool: p, serve: p.serve, compress: newCompressor(cfg.CompressionFor(tc))}
+		t := &tenant{cfg: tc, pool: p, serve: p.forward, compress: newCompressor(cfg.CompressionFor(tc))}
 		if t.access, err = auth.New(tc, auth.Options{Logger: s.log.With("tenant", tc.Name)}); err != nil {
 			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
 		}
@@ -248,7 +249,7 @@ func (s *Server) build(cfg *config.Config) (_ *snapshot, err error) {
 			continue
 		}
 		t.script = sc
-		t.serve = sc.Handler
+		t.serve = t.runScript
 	}
 	if len(scriptErrs) > 0 {
 		return nil, errors.Join(scriptErrs...)
@@ -440,7 +441,7 @@ func (s *Server) newUpstream(tc *config.Tenant, uc config.Upstream) (*upstream, 
 	// Admin and the access log name the upstream as configured, base path
 	// included. Set before the upstream is shared.
 	bu.URL = uc.URL
-	up := &upstream{Upstream: bu, tenant: tc.Name, host: u.Host, scheme: []byte(u.Scheme), basePath: base}
+	up := &upstream{Upstream: bu, tenant: tc.Name, host: strings.ToLower(u.Host), scheme: []byte(u.Scheme), basePath: base}
 	hc := &fasthttp.HostClient{
 		Addr:                     bu.Addr,
 		IsTLS:                    bu.TLS,
@@ -547,8 +548,20 @@ func (u *upstream) close() {
 	u.fresh.CloseIdleConnections()
 }
 
+// runScript serves a request with the tenant's script. The request's state
+// is attached to ctx while the script runs, for luavm's calls back into
+// the gateway (scriptKey); the next request on ctx starts without it
+// (fasthttp's Request.Reset drops user values), so a script that panics
+// leaves nothing behind.
+func (t *tenant) runScript(ctx *fasthttp.RequestCtx, rs *reqState) {
+	ctx.SetUserValue(scriptKey, rs)
+	t.script.Handler(ctx)
+	ctx.RemoveUserValue(scriptKey)
+}
+
+// notFound is a script router's fallback when its tenant has no upstreams.
 func (snap *snapshot) notFound(ctx *fasthttp.RequestCtx) {
-	rs := stateOf(ctx)
+	rs := scriptState(ctx)
 	var id []byte
 	if rs != nil {
 		id = rs.reqID
@@ -602,7 +615,7 @@ func (h *scriptHost) ProxyHandler(target string) (fasthttp.RequestHandler, error
 // ClientIP is the client address the pipeline resolved (trusted proxies
 // applied), for req.RemoteAddr.
 func (h *scriptHost) ClientIP(ctx *fasthttp.RequestCtx) string {
-	if rs := stateOf(ctx); rs != nil {
+	if rs := scriptState(ctx); rs != nil {
 		return rs.clientIP.String()
 	}
 	return ctx.RemoteIP().String()
@@ -629,7 +642,7 @@ func (h *scriptHost) WriteError(ctx *fasthttp.RequestCtx, status int, msg string
 		code = codeBadRequest
 	}
 	var id []byte
-	if rs := stateOf(ctx); rs != nil {
+	if rs := scriptState(ctx); rs != nil {
 		id = rs.reqID
 		// A script's 404 or 405 is routing, not a failure of the script.
 		rs.errKind = "script_error"

@@ -144,7 +144,7 @@ func (p *pool) serveUpgrade(ctx *fasthttp.RequestCtx, rs *reqState) bool {
 		up.report(tok, f, err, f == failStatus && !p.retry.statuses.has(status))
 		if !f.sent() {
 			// Nothing reached the upstream: one the request has not
-			// tried takes it, as for a plain request (pool.serve).
+			// tried takes it, as for a plain request (pool.forward).
 			if j := p.picker.Pick(tried); j >= 0 {
 				next = j
 				ctx.Response.Reset()
