@@ -1049,11 +1049,13 @@ func TestIdempotentRequestsAreRetriedAfterReachingAnUpstream(t *testing.T) {
 	t.Parallel()
 	type failure struct {
 		name string
-		fail func(ctx *fasthttp.RequestCtx)
+		// fail answers the first attempt; release is closed when the
+		// subtest ends, so a hanging answer does not outlive it.
+		fail func(ctx *fasthttp.RequestCtx, release <-chan struct{})
 	}
 	failures := []failure{
-		{"503", statusHandler(503)},
-		{"timeout", func(ctx *fasthttp.RequestCtx) { time.Sleep(time.Second) }},
+		{"503", func(ctx *fasthttp.RequestCtx, _ <-chan struct{}) { statusHandler(503)(ctx) }},
+		{"timeout", func(ctx *fasthttp.RequestCtx, release <-chan struct{}) { <-release }},
 	}
 	for _, method := range []string{"GET", "HEAD", "OPTIONS", "PUT", "DELETE"} {
 		for _, f := range failures {
@@ -1065,10 +1067,12 @@ func TestIdempotentRequestsAreRetriedAfterReachingAnUpstream(t *testing.T) {
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
 					up := startBackend(t, "up")
+					release := make(chan struct{})
+					t.Cleanup(func() { close(release) })
 					var attempts atomic.Int64
 					up.setHandler(func(ctx *fasthttp.RequestCtx) {
 						if attempts.Add(1) == 1 {
-							f.fail(ctx)
+							f.fail(ctx, release)
 							return
 						}
 						answer(ctx, "up")
