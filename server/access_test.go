@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,37 +72,33 @@ func pemPublic(t *testing.T, k any) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 }
 
-// jwksEndpoint is a JWKS document served on loopback by net/http.
+// jwksEndpoint is an identity provider's JWKS document at url, served by
+// an echo upstream (whose requests counts the fetches) answering the keys
+// last set, or 503 while down.
 type jwksEndpoint struct {
-	url      string
-	mu       sync.Mutex
-	doc      []byte
-	requests atomic.Int64
-	down     atomic.Bool // answer 503
+	*echo
+	url  string // shadows echo.url: the document's URL, not the server's
+	mu   sync.Mutex
+	doc  []byte
+	down atomic.Bool // answer 503
 }
 
 func serveJWKS(t *testing.T, keys map[string]any) *jwksEndpoint {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &jwksEndpoint{url: "http://" + ln.Addr().String() + "/.well-known/jwks.json"}
+	e := &jwksEndpoint{echo: startEcho(t, "jwks")}
+	e.url = e.echo.url() + "/.well-known/jwks.json"
 	e.set(keys)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e.requests.Add(1)
+	e.setHandler(func(ctx *fasthttp.RequestCtx) {
 		if e.down.Load() {
-			http.Error(w, "identity provider down", http.StatusServiceUnavailable)
+			ctx.Error("identity provider down", fasthttp.StatusServiceUnavailable)
 			return
 		}
 		e.mu.Lock()
 		doc := e.doc
 		e.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(doc)
-	})}
-	go srv.Serve(ln) //nolint:errcheck
-	t.Cleanup(func() { srv.Close() })
+		ctx.SetContentType("application/json")
+		ctx.SetBody(doc)
+	})
 	return e
 }
 
