@@ -75,6 +75,10 @@ func TestClosedKeepAliveConnectionsOverTLS(t *testing.T) {
 	if seq+conc != 0 {
 		t.Fatalf("%d of 200 GETs failed: %s", seq+conc, strings.Join(ex, "; "))
 	}
+	// Each POST waits for the upstream to close the connection of the one
+	// before; that count must not include the GETs' connections still
+	// closing, or a POST goes on a connection about to close.
+	eventually(t, 5*time.Second, "the upstream to close the GETs' connections", func() bool { return up.closed.Load() == up.conns.Load() })
 	before := up.closed.Load()
 	for i := range 10 {
 		if r := c.do("POST", "/x", []byte("payload")); r.err != nil || r.status != 200 {
