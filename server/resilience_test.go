@@ -455,13 +455,9 @@ func TestActiveHealthTakesAKilledUpstreamOutAndBringsItBack(t *testing.T) {
 	t.Parallel()
 	const interval, timeout = 100 * time.Millisecond, 75 * time.Millisecond
 	a, b := startBackend(t, "a"), startBackend(t, "b")
-	g := startGatewayWith(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}]
-    health_check: {path: /health, healthy_threshold: 2, unhealthy_threshold: 1}
-    retries: {attempts: 0}
+	g := startGatewayWith(t, oneTenant("api", "", `
+health_check: {path: /health, healthy_threshold: 2, unhealthy_threshold: 1}
+retries: {attempts: 0}
 `, a.url(), b.url()), fastChecks(interval, timeout))
 	c := newClient(t, g)
 	eventually(t, 10*time.Second, "the first check of both upstreams", func() bool {
@@ -535,13 +531,9 @@ func TestAllUpstreamsDownAnswers503Fast(t *testing.T) {
 	t.Parallel()
 	a := startBackend(t, "a")
 	hanging := "http://" + hangingListener(t)
-	g := startGatewayWith(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}]
-    health_check: {unhealthy_threshold: 1}
-    timeouts: {connect: 2s, request: 5s}
+	g := startGatewayWith(t, oneTenant("api", "", `
+health_check: {unhealthy_threshold: 1}
+timeouts: {connect: 2s, request: 5s}
 `, a.url(), hanging), fastChecks(100*time.Millisecond, 75*time.Millisecond))
 	c := newClient(t, g)
 	eventually(t, 10*time.Second, "the hanging upstream to fail its check", func() bool {
