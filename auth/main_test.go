@@ -12,9 +12,11 @@ import (
 // (internal/leakcheck).
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if err := leakcheck.Check(leakcheck.Grace); err != nil && code == 0 {
-		fmt.Fprintln(os.Stderr, err)
-		code = 1
+	if code == 0 {
+		if err := leakcheck.Check(leakcheck.Grace); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }

@@ -13,9 +13,11 @@ import (
 // the tests after it, whose allocation budgets count the whole process.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if err := leakcheck.Check(leakcheck.Grace); err != nil && code == 0 {
-		fmt.Fprintln(os.Stderr, err)
-		code = 1
+	if code == 0 {
+		if err := leakcheck.Check(leakcheck.Grace); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }

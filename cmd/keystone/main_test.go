@@ -51,9 +51,11 @@ func TestMain(m *testing.M) {
 	if build.dir != "" {
 		os.RemoveAll(build.dir)
 	}
-	if err := leakcheck.Check(leakcheck.Grace); err != nil && code == 0 {
-		fmt.Fprintln(os.Stderr, err)
-		code = 1
+	if code == 0 {
+		if err := leakcheck.Check(leakcheck.Grace); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
