@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,10 +10,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"log/slog"
 	"math/big"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -75,37 +72,33 @@ func pemPublic(t *testing.T, k any) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 }
 
-// jwksEndpoint is a JWKS document served on loopback by net/http.
+// jwksEndpoint is an identity provider's JWKS document at url, served by
+// an echo upstream (whose requests counts the fetches) answering the keys
+// last set, or 503 while down.
 type jwksEndpoint struct {
-	url      string
-	mu       sync.Mutex
-	doc      []byte
-	requests atomic.Int64
-	down     atomic.Bool // answer 503
+	*echo
+	url  string // shadows echo.url: the document's URL, not the server's
+	mu   sync.Mutex
+	doc  []byte
+	down atomic.Bool // answer 503
 }
 
 func serveJWKS(t *testing.T, keys map[string]any) *jwksEndpoint {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &jwksEndpoint{url: "http://" + ln.Addr().String() + "/.well-known/jwks.json"}
+	e := &jwksEndpoint{echo: startEcho(t, "jwks")}
+	e.url = e.echo.url() + "/.well-known/jwks.json"
 	e.set(keys)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e.requests.Add(1)
+	e.setHandler(func(ctx *fasthttp.RequestCtx) {
 		if e.down.Load() {
-			http.Error(w, "identity provider down", http.StatusServiceUnavailable)
+			ctx.Error("identity provider down", fasthttp.StatusServiceUnavailable)
 			return
 		}
 		e.mu.Lock()
 		doc := e.doc
 		e.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(doc)
-	})}
-	go srv.Serve(ln) //nolint:errcheck
-	t.Cleanup(func() { srv.Close() })
+		ctx.SetContentType("application/json")
+		ctx.SetBody(doc)
+	})
 	return e
 }
 
@@ -154,23 +147,19 @@ func unauthorized(t *testing.T, resp *fasthttp.Response, challenge string) {
 func TestJWTThroughTheGateway(t *testing.T) {
 	accessKeys(t)
 	up := startEcho(t, "up")
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    auth:
-      exclude_paths: [/health, /public/*]
-      jwt:
-        secret: %s
-        algorithms: [HS256]
-        issuer: https://idp.example.com
-        audience: [api]
-        required_claims: [sub]
-        leeway: 5s
-        claims_to_headers: {sub: X-User-Id, role: X-Role}
-      strip_credentials: true
-`, up.url(), accessSecret))
+	g := startGateway(t, oneTenant("api", "", yamlf(`
+auth:
+  exclude_paths: [/health, /public/*]
+  jwt:
+    secret: %s
+    algorithms: [HS256]
+    issuer: https://idp.example.com
+    audience: [api]
+    required_claims: [sub]
+    leeway: 5s
+    claims_to_headers: {sub: X-User-Id, role: X-Role}
+  strip_credentials: true
+`, accessSecret), up.url()))
 	now := time.Now()
 	claims := func(k string, v any) jwt.MapClaims {
 		c := jwt.MapClaims{"sub": "user-42", "role": "admin", "iss": "https://idp.example.com", "aud": []string{"api"},
@@ -247,17 +236,13 @@ func TestJWKSThroughTheGateway(t *testing.T) {
 	accessKeys(t)
 	up := startEcho(t, "up")
 	idp := serveJWKS(t, map[string]any{"rsa-1": &accessRSA.PublicKey, "ec-1": &accessEC.PublicKey})
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    auth:
-      jwt:
-        jwks_url: %s
-        algorithms: [RS256, ES256]
-        jwks_refresh: 10m
-`, up.url(), idp.url))
+	g := startGateway(t, oneTenant("api", "", yamlf(`
+auth:
+  jwt:
+    jwks_url: %s
+    algorithms: [RS256, ES256]
+    jwks_refresh: 10m
+`, idp.url), up.url()))
 	exp := time.Now().Add(time.Hour).Unix()
 	rs1 := signToken(t, jwt.SigningMethodRS256, accessRSA, "rsa-1", jwt.MapClaims{"sub": "rs", "exp": exp})
 	es1 := signToken(t, jwt.SigningMethodES256, accessEC, "ec-1", jwt.MapClaims{"sub": "es", "exp": exp})
@@ -403,13 +388,7 @@ func sha256Sum(s string) []byte {
 // a client that is not a trusted proxy cannot spoof X-Forwarded-For.
 func TestIPRulesThroughTheGateway(t *testing.T) {
 	up := startEcho(t, "up")
-	tenants := yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    ip: {allow: [10.0.0.0/8, "2001:db8::/32"], deny: [10.1.2.3/32, "2001:db8:bad::/48"]}
-`, up.url())
+	tenants := oneTenant("api", "", `ip: {allow: [10.0.0.0/8, "2001:db8::/32"], deny: [10.1.2.3/32, "2001:db8:bad::/48"]}`, up.url())
 	behind := startGateway(t, "server: {trusted_proxies: [127.0.0.1]}\n"+tenants)
 	for _, c := range []struct {
 		xff    string
@@ -443,23 +422,19 @@ tenants:
 // no upstream) and adds CORS headers to actual requests, also to 401s.
 func TestCORSThroughTheGateway(t *testing.T) {
 	up := startEcho(t, "up")
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    auth:
-      api_keys: {keys: [{consumer: web, key: web-key-0123456789abcdef}]}
-    cors:
-      allow_origins: [https://app.example.com, "https://*.example.com"]
-      allow_methods: [GET, POST, DELETE]
-      allow_headers: [X-API-Key, Content-Type]
-      expose_headers: [X-Request-ID]
-      allow_credentials: true
-      max_age: 10m
-    ip: {deny: [192.0.2.0/24]}
-    headers:
-      response: {set: {X-Frame-Options: DENY}}
+	g := startGateway(t, oneTenant("api", "", `
+auth:
+  api_keys: {keys: [{consumer: web, key: web-key-0123456789abcdef}]}
+cors:
+  allow_origins: [https://app.example.com, "https://*.example.com"]
+  allow_methods: [GET, POST, DELETE]
+  allow_headers: [X-API-Key, Content-Type]
+  expose_headers: [X-Request-ID]
+  allow_credentials: true
+  max_age: 10m
+ip: {deny: [192.0.2.0/24]}
+headers:
+  response: {set: {X-Frame-Options: DENY}}
 `, up.url()))
 	resp := g.do("OPTIONS", "", "/items", nil, "Origin", "https://shop.example.com",
 		"Access-Control-Request-Method", "DELETE", "Access-Control-Request-Headers", "x-api-key")
@@ -521,14 +496,10 @@ func TestHeaderRulesThroughTheGateway(t *testing.T) {
 		ctx.SetBodyString(string(ctx.Request.Header.Peek("X-Env")) + "|" + string(ctx.Request.Header.Peek("X-Debug")) +
 			"|" + strings.Join(peekAll(&ctx.Request.Header, "X-Via"), ","))
 	})
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    headers:
-      request: {set: {X-Env: prod}, add: {X-Via: keystone}, remove: [X-Debug]}
-      response: {set: {X-Content-Type-Options: nosniff}, remove: [Server, X-Powered-By]}
+	g := startGateway(t, oneTenant("api", "", `
+headers:
+  request: {set: {X-Env: prod}, add: {X-Via: keystone}, remove: [X-Debug]}
+  response: {set: {X-Content-Type-Options: nosniff}, remove: [Server, X-Powered-By]}
 `, up.url()))
 	resp := g.get("/x", "X-Env", "dev", "X-Debug", "1", "X-Via", "client")
 	if got := string(resp.Body()); got != "prod||client,keystone" {
@@ -724,37 +695,12 @@ func TestIPRulesForAnIPv6Peer(t *testing.T) {
 		{`{allow: ["2001:db8::/32", 10.0.0.0/8]}`, 403},
 		{`{deny: ["::1"]}`, 403},
 	} {
-		cfg := loadConfig(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    ip: %s
-`, up.url(), c.rules))
-		srv, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
 		ln, err := net.Listen("tcp6", "[::1]:0")
 		if err != nil {
 			t.Fatalf("IPv6 loopback: %v", err)
 		}
-		go srv.Serve(ln) //nolint:errcheck
-		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-		req.SetRequestURI("http://" + ln.Addr().String() + "/x")
-		req.Header.Set("X-Forwarded-For", "2001:db8::1")
-		client := &fasthttp.HostClient{Addr: ln.Addr().String(), DialDualStack: true}
-		err = client.DoTimeout(req, resp, 5*time.Second)
-		status := resp.StatusCode()
-		fasthttp.ReleaseRequest(req)
-		fasthttp.ReleaseResponse(resp)
-		client.CloseIdleConnections()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = srv.Shutdown(ctx)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
+		g := startGatewayListener(t, loadConfig(t, oneTenant("api", "", yamlf("ip: %s", c.rules), up.url())), Options{}, ln)
+		status := g.get("/x", "X-Forwarded-For", "2001:db8::1").StatusCode()
 		if status != c.status {
 			t.Errorf("ip %s from [::1]: status %d, want %d", c.rules, status, c.status)
 		}
@@ -802,14 +748,10 @@ func TestJWKSDownKeepsTheLastGoodKeys(t *testing.T) {
 	accessKeys(t)
 	up := startEcho(t, "up")
 	idp := serveJWKS(t, map[string]any{"ec-1": &accessEC.PublicKey})
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    auth:
-      jwt: {jwks_url: %s, algorithms: [ES256], jwks_refresh: 1s}
-`, up.url(), idp.url))
+	g := startGateway(t, oneTenant("api", "", yamlf(`
+auth:
+  jwt: {jwks_url: %s, algorithms: [ES256], jwks_refresh: 1s}
+`, idp.url), up.url()))
 	exp := time.Now().Add(time.Hour).Unix()
 	tok := func(n int) string {
 		return signToken(t, jwt.SigningMethodES256, accessEC, "ec-1", jwt.MapClaims{"sub": "u", "n": n, "exp": exp})

@@ -68,18 +68,12 @@ func TestDeadUpstreamIsInvisibleToClients(t *testing.T) {
 	}{
 		{"GETs with the default retries", "GET", ""},
 		{"POSTs with the default retries", "POST", ""},
-		{"GETs with retries off", "GET", "\n    retries: {attempts: 0}"},
+		{"GETs with retries off", "GET", "retries: {attempts: 0}"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			live, dead := startBackend(t, "live"), deadURL(t)
-			g := startGateway(t, yamlf(`
-logging: {access_log: false}
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}]%s
-`, dead, live.url(), tc.retries))
+			g := startGateway(t, oneTenant("api", "logging: {access_log: false}", tc.retries, dead, live.url()))
 			c := newClient(t, g)
 			seq, conc, ex := churnLoad(c, 200, tc.method, []byte("payload"))
 			t.Logf("failures: %d of 200 sequential, %d of 200 concurrent", seq, conc)
@@ -200,19 +194,13 @@ func TestUpstreamClosingKeepAliveConnectionsIsInvisible(t *testing.T) {
 		name, header, retries string
 	}{
 		{"silently, default retries", "", ""},
-		{"silently, retries off", "", "\n    retries: {attempts: 0}"},
+		{"silently, retries off", "", "retries: {attempts: 0}"},
 		{"with Connection: close", "Connection: close\r\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			up := startClosingUpstream(t, 1, true, tc.header)
-			g := startGateway(t, yamlf(`
-logging: {access_log: false}
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]%s
-`, up.url(), tc.retries))
+			g := startGateway(t, oneTenant("api", "logging: {access_log: false}", tc.retries, up.url()))
 			c := newClient(t, g)
 			seq, conc, ex := churnLoad(c, 200, "GET", nil)
 			t.Logf("failures: %d of 200 sequential, %d of 200 concurrent", seq, conc)
@@ -233,12 +221,7 @@ tenants:
 func TestPOSTMeetingAClosedConnectionIsSentOnANewOne(t *testing.T) {
 	t.Parallel()
 	up := startClosingUpstream(t, 1, true, "")
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-`, up.url()))
+	g := startGateway(t, oneTenant("api", "", "", up.url()))
 	c := newClient(t, g)
 	const n = 50
 	for i := range n {
@@ -273,12 +256,7 @@ func TestRequestSentOnAClosingConnectionIsResentOnlyIfIdempotent(t *testing.T) {
 		t.Run(tc.method, func(t *testing.T) {
 			t.Parallel()
 			up := startClosingUpstream(t, 2, false, "")
-			g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-`, up.url()))
+			g := startGateway(t, oneTenant("api", "", "", up.url()))
 			c := newClient(t, g)
 			if r := c.do(tc.method, "/x", []byte("first")); r.err != nil || r.status != 200 {
 				t.Fatalf("first %s: %v", tc.method, r)
@@ -304,12 +282,7 @@ tenants:
 func TestKeepAliveTimeoutIsHonoured(t *testing.T) {
 	t.Parallel()
 	up := startClosingUpstream(t, 1000, true, "Keep-Alive: timeout=1\r\n")
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-`, up.url()))
+	g := startGateway(t, oneTenant("api", "", "", up.url()))
 	c := newClient(t, g)
 	for i := range 3 {
 		if r := c.get("/x"); r.err != nil || r.status != 200 {
@@ -347,12 +320,7 @@ func TestAnswered500sDoNotEjectByDefault(t *testing.T) {
 			answer(ctx, up.id)
 		})
 	}
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}]
-`, a.url(), b.url()))
+	g := startGateway(t, oneTenant("api", "", "", a.url(), b.url()))
 	c := newClient(t, g)
 	for i := range 20 {
 		if r := c.get("/bad"); r.status != 500 {
@@ -387,13 +355,9 @@ func TestFullPoolFailsOverToAnotherUpstream(t *testing.T) {
 		}
 		answer(ctx, "a")
 	})
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}]
-    pool: {max_conns: 1, max_conn_wait: 20ms}
-    retries: {attempts: 0}
+	g := startGateway(t, oneTenant("api", "", `
+pool: {max_conns: 1, max_conn_wait: 20ms}
+retries: {attempts: 0}
 `, a.url(), b.url()))
 	c := newClient(t, g)
 	// The first pick is a: the held request takes its only connection.
@@ -433,14 +397,10 @@ func TestEveryUpstreamDeadTriesEachOnce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dead := deadURLs(t, 3)
-			g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}, {url: %q}]
-    outlier_detection: {consecutive_failures: 0}
-    retries: %s
-`, dead[0], dead[1], dead[2], tc.retries))
+			g := startGateway(t, oneTenant("api", "", yamlf(`
+outlier_detection: {consecutive_failures: 0}
+retries: %s
+`, tc.retries), dead[0], dead[1], dead[2]))
 			c := newClient(t, g)
 			r := c.do("GET", "/x", nil, "X-Request-ID", "all-dead")
 			wantError(t, r, 502, "upstream_connect_failed")

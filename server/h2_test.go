@@ -609,15 +609,11 @@ func TestH2MaxConns(t *testing.T) {
 	ca := newTestCA(t)
 	up := startEcho(t, "up")
 	cert, key := ca.issue("default", false, "localhost")
-	g := startGateway(t, yamlf(`
+	g := startGateway(t, oneTenant("api", yamlf(`
 server:
   max_conns: 1
   tls: {listen: "127.0.0.1:0", cert_file: %q, key_file: %q}
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-`, cert, key, up.url()))
+`, cert, key), "", up.url()))
 	addr := g.serveTLS()
 	first := dialRawH2(t, ca, addr)
 	if err := first.until(5*time.Second, func(f http2.Frame) bool { _, ok := f.(*http2.SettingsFrame); return ok }); err != nil {

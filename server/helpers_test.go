@@ -71,16 +71,24 @@ func startGatewayConfig(t *testing.T, cfg *config.Config) *gateway {
 // reloads); the logger and version are the harness's.
 func startGatewayOpts(t *testing.T, cfg *config.Config, opts Options) *gateway {
 	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startGatewayListener(t, cfg, opts, ln)
+}
+
+// startGatewayListener is startGatewayOpts serving on ln (an IPv6
+// listener, say), which it closes.
+func startGatewayListener(t *testing.T, cfg *config.Config, opts Options, ln net.Listener) *gateway {
+	t.Helper()
 	logs := &syncBuffer{}
 	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opts.Version = "test"
 	srv, err := New(cfg, opts)
 	if err != nil {
+		ln.Close()
 		t.Fatalf("server.New: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
 	}
 	g := &gateway{t: t, srv: srv, addr: ln.Addr().String(), logs: logs, done: make(chan error, 1)}
 	go func() { g.done <- srv.Serve(ln) }()
@@ -116,8 +124,9 @@ func (g *gateway) do(method, host, uri string, body []byte, headers ...string) *
 		req.SetBody(body)
 	}
 	resp := &fasthttp.Response{}
-	// A HostClient dials Addr whatever the Host header says.
-	c := &fasthttp.HostClient{Addr: g.addr, MaxIdemponentCallAttempts: 1, DisablePathNormalizing: true}
+	// A HostClient dials Addr whatever the Host header says; dual stack
+	// for a gateway on an IPv6 listener.
+	c := &fasthttp.HostClient{Addr: g.addr, MaxIdemponentCallAttempts: 1, DisablePathNormalizing: true, DialDualStack: true}
 	defer c.CloseIdleConnections()
 	if err := c.DoTimeout(req, resp, 10*time.Second); err != nil {
 		g.t.Fatalf("%s %s: %v", method, uri, err)
@@ -301,6 +310,34 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 }
 
 func yamlf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+// oneTenant is the config of a gateway with one tenant, name, on path
+// prefix / over the upstreams urls: what most tests through the gateway
+// start from, so that they state only what is special about theirs. top
+// is YAML added at the top level ("logging: {access_log: false}") and
+// keys YAML added to the tenant, written as at the top level (oneTenant
+// indents it); either may be "", and leading and trailing blank lines are
+// dropped.
+func oneTenant(name, top, keys string, urls ...string) string {
+	var b strings.Builder
+	if top = strings.Trim(top, "\n"); top != "" {
+		b.WriteString(top + "\n")
+	}
+	fmt.Fprintf(&b, "tenants:\n  - name: %s\n    path_prefix: /\n    upstreams: [", name)
+	for i, u := range urls {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "{url: %q}", u)
+	}
+	b.WriteString("]\n")
+	if keys = strings.Trim(keys, "\n"); keys != "" {
+		for line := range strings.SplitSeq(keys, "\n") {
+			b.WriteString("    " + line + "\n")
+		}
+	}
+	return b.String()
+}
 
 // hangingListener accepts connections and never answers: an upstream that
 // hangs. It returns its address.

@@ -114,6 +114,9 @@ func (r *loadResult) fail(msg string) {
 // must be the upstream's, through the middleware when lua is set.
 func closedLoop(g *gateway, uri string, clients int, lua bool, stop <-chan struct{}, res *loadResult, wg *sync.WaitGroup) {
 	c := &fasthttp.HostClient{Addr: g.addr, MaxConns: clients, MaxConnWaitTimeout: 5 * time.Second}
+	// Before the gateway shuts down (cleanups run last first), so the
+	// clients' connections do not outlive the test.
+	g.t.Cleanup(c.CloseIdleConnections)
 	for range clients {
 		wg.Go(func() {
 			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()

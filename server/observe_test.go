@@ -171,14 +171,10 @@ tenants:
 func TestMetricsEndpointIsGuardedLikeAdmin(t *testing.T) {
 	t.Parallel()
 	up := startEcho(t, "a")
-	g := startGateway(t, yamlf(`
+	g := startGateway(t, oneTenant("app", `
 admin: {token: s3cret}
 metrics: {path: /-/metrics}
-tenants:
-  - name: app
-    path_prefix: /
-    upstreams: [{url: %q}]
-`, up.url()))
+`, "", up.url()))
 	resp := g.get("/-/metrics")
 	errorBody(t, resp, 401, "unauthorized")
 	if got := string(resp.Header.Peek("WWW-Authenticate")); !strings.HasPrefix(got, "Bearer") {
@@ -195,13 +191,7 @@ tenants:
 		t.Errorf("/metrics reached the upstream as %q", e.URI)
 	}
 
-	off := startGateway(t, yamlf(`
-metrics: {enabled: false}
-tenants:
-  - name: app
-    path_prefix: /
-    upstreams: [{url: %q}]
-`, up.url()))
+	off := startGateway(t, oneTenant("app", "metrics: {enabled: false}", "", up.url()))
 	if e := decodeEcho(t, off.get("/metrics")); e.URI != "/metrics" {
 		t.Errorf("with metrics off, /metrics reached the upstream as %q", e.URI)
 	}
@@ -231,12 +221,7 @@ func accessLineFor(t *testing.T, g *gateway, id string) map[string]any {
 func TestTraceContextPropagatesThroughTwoGateways(t *testing.T) {
 	t.Parallel()
 	up := startEcho(t, "up")
-	b := startGateway(t, yamlf(`
-tenants:
-  - name: b
-    path_prefix: /
-    upstreams: [{url: %q}]
-`, up.url()))
+	b := startGateway(t, oneTenant("b", "", "", up.url()))
 	a := startGateway(t, yamlf(`
 tenants:
   - name: a

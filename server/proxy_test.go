@@ -84,12 +84,7 @@ tenants:
 func TestRequestIDIsPropagatedWhenValidAndReplacedWhenNot(t *testing.T) {
 	t.Parallel()
 	up := startEcho(t, "up")
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-`, up.url()))
+	g := startGateway(t, oneTenant("api", "", "", up.url()))
 	resp := g.get("/x", "X-Request-ID", "trace-abc-123")
 	if got := string(resp.Header.Peek("X-Request-ID")); got != "trace-abc-123" {
 		t.Errorf("valid client id not propagated to the client: %q", got)
@@ -159,12 +154,7 @@ func TestResponseHopByHopHeadersAreStrippedAndClientConnectionKept(t *testing.T)
 		ctx.Response.Header.Set("X-Public", "ok")
 		ctx.SetBodyString("hi")
 	})
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-`, up.url()))
+	g := startGateway(t, oneTenant("api", "", "", up.url()))
 	resp := g.raw("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n", 2*time.Second)
 	if n := strings.Count(resp, "HTTP/1.1 200"); n != 2 {
 		t.Fatalf("want two answers on one keep-alive connection, got %d:\n%s", n, resp)
@@ -194,12 +184,7 @@ func TestHeadAndBodilessStatusesHaveNoBody(t *testing.T) {
 			ctx.SetBodyString(strings.Repeat("x", 1234))
 		}
 	})
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-`, up.url()))
+	g := startGateway(t, oneTenant("api", "", "", up.url()))
 	out := g.raw("HEAD /h HTTP/1.1\r\nHost: x\r\n\r\nGET /204 HTTP/1.1\r\nHost: x\r\n\r\nGET /304 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 2*time.Second)
 	parts := strings.Split(out, "HTTP/1.1 ")
 	if len(parts) != 4 {
@@ -272,13 +257,7 @@ func TestUpstreamConnectFailureAnswers502JSON(t *testing.T) {
 	}
 	deadURL := "http://" + ln.Addr().String()
 	ln.Close()
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    retries: {attempts: 0}
-`, deadURL))
+	g := startGateway(t, oneTenant("api", "", "retries: {attempts: 0}", deadURL))
 	start := time.Now()
 	errorBody(t, g.get("/x"), 502, "upstream_connect_failed")
 	if d := time.Since(start); d > 3*time.Second {
@@ -422,13 +401,7 @@ tenants:
 func TestAdminTokenCannotBeBypassedBySpelling(t *testing.T) {
 	t.Parallel()
 	up := startEcho(t, "up")
-	g := startGateway(t, yamlf(`
-admin: {token: s3cret}
-tenants:
-  - name: svc
-    path_prefix: /
-    upstreams: [{url: %q}]
-`, up.url()))
+	g := startGateway(t, oneTenant("svc", "admin: {token: s3cret}", "", up.url()))
 	for _, p := range []string{"/admin/health", "//admin/health", "/%%61dmin/health", "/svc/%%2e%%2e/admin/health", "/admin/./health", "/ADMIN/../admin/health", "/admin%%2Fhealth"} {
 		p = strings.ReplaceAll(p, "%%", "%")
 		errorBody(t, g.get(p), 401, "unauthorized")

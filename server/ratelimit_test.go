@@ -16,14 +16,9 @@ import (
 func TestRateLimitAnswers429WithRetryAfterAndHeaders(t *testing.T) {
 	t.Parallel()
 	up := startEcho(t, "up")
-	g := startGateway(t, yamlf(`
-logging: {access_log: false}
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    rate_limits:
-      - {name: per-ip, key: client_ip, rate: 1, per: 1h, burst: 2}
+	g := startGateway(t, oneTenant("api", "logging: {access_log: false}", `
+rate_limits:
+  - {name: per-ip, key: client_ip, rate: 1, per: 1h, burst: 2}
 `, up.url()))
 	for i := range 2 {
 		resp := g.get("/x")
@@ -124,14 +119,7 @@ func TestMaxConnsPerKeyCountsInFlight(t *testing.T) {
 		<-release
 		ctx.SetStatusCode(200)
 	})
-	g := startGateway(t, yamlf(`
-logging: {access_log: false}
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    max_conns_per_key: {key: client_ip, limit: 2}
-`, up.url()))
+	g := startGateway(t, oneTenant("api", "logging: {access_log: false}", "max_conns_per_key: {key: client_ip, limit: 2}", up.url()))
 	var wg sync.WaitGroup
 	codes := make(chan int, 2)
 	for range 2 {
@@ -241,16 +229,13 @@ func TestRateLimitOneInstanceIsExact(t *testing.T) {
 				shared = fmt.Sprintf("shared: {store: redis, redis: {addr: %q, timeout: 500ms}}", srv.Addr)
 			}
 			up := startEcho(t, "up")
-			g := startGateway(t, yamlf(`
+			g := startGateway(t, oneTenant("api", yamlf(`
 logging: {access_log: false}
 %s
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    rate_limits:
-      - {name: per-ip, key: client_ip, rate: 100, per: 1s, burst: 50}
-`, shared, up.url()))
+`, shared), `
+rate_limits:
+  - {name: per-ip, key: client_ip, rate: 100, per: 1s, burst: 50}
+`, up.url()))
 			r := hammer(t, []string{g.addr}, "/x", 4, 8*time.Millisecond, 10*time.Second)
 			want := 100*r.elapsed.Seconds() + 50
 			t.Logf("%s: allowed %d, limited %d, other %d in %v; want %.0f ±2%%", store, r.ok, r.limited, r.other, r.elapsed, want)
@@ -281,16 +266,13 @@ func TestRateLimitTwoInstancesShareRedis(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			srv := redistest.Start(t)
 			up := startEcho(t, "up")
-			yaml := yamlf(`
+			yaml := oneTenant("api", yamlf(`
 logging: {access_log: false}
 shared: {store: redis, redis: {addr: %q, timeout: 500ms}}
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    rate_limits:
-      - {name: whole, key: tenant, rate: 100, per: 1s, burst: 50, mode: %s, sync: 100ms}
-`, srv.Addr, up.url(), mode)
+`, srv.Addr), yamlf(`
+rate_limits:
+  - {name: whole, key: tenant, rate: 100, per: 1s, burst: 50, mode: %s, sync: 100ms}
+`, mode), up.url())
 			a, b := startGateway(t, yaml), startGateway(t, yaml)
 			r := hammer(t, []string{a.addr, b.addr}, "/x", 4, 8*time.Millisecond, 10*time.Second)
 			base := 100*r.elapsed.Seconds() + 50
@@ -328,16 +310,13 @@ func TestRateLimitRedisKilledAndRestarted(t *testing.T) {
 			// Above what a Redis on a loaded 2-core machine takes, so a
 			// failure is Redis being gone, not the machine being slow.
 			const timeout = 200 * time.Millisecond
-			g := startGateway(t, yamlf(`
+			g := startGateway(t, oneTenant("api", yamlf(`
 logging: {access_log: false}
 shared: {store: redis, redis: {addr: %q, timeout: %s, on_error: %s}}
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    rate_limits:
-      - {name: per-ip, key: client_ip, rate: 50, per: 1s, burst: 5}
-`, srv.Addr, timeout, onError, up.url()))
+`, srv.Addr, timeout, onError), `
+rate_limits:
+  - {name: per-ip, key: client_ip, rate: 50, per: 1s, burst: 5}
+`, up.url()))
 			var phases [3]hammerResult
 			phases[0] = hammer(t, []string{g.addr}, "/x", 2, 5*time.Millisecond, time.Second)
 			srv.Kill()
@@ -433,14 +412,9 @@ func FuzzLimitKey(f *testing.F) {
 func TestRateLimitsSurviveARebuild(t *testing.T) {
 	t.Parallel()
 	up := startEcho(t, "up")
-	g := startGateway(t, yamlf(`
-logging: {access_log: false}
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    rate_limits:
-      - {name: per-ip, key: client_ip, rate: 1, per: 1h}
+	g := startGateway(t, oneTenant("api", "logging: {access_log: false}", `
+rate_limits:
+  - {name: per-ip, key: client_ip, rate: 1, per: 1h}
 `, up.url()))
 	if c := g.get("/x").StatusCode(); c != 200 {
 		t.Fatalf("first request: %d", c)
@@ -463,14 +437,9 @@ tenants:
 func TestRateLimitMetrics(t *testing.T) {
 	t.Parallel()
 	up := startEcho(t, "up")
-	g := startGateway(t, yamlf(`
-logging: {access_log: false}
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    rate_limits:
-      - {name: per-ip, key: client_ip, rate: 1, per: 1h, burst: 2}
+	g := startGateway(t, oneTenant("api", "logging: {access_log: false}", `
+rate_limits:
+  - {name: per-ip, key: client_ip, rate: 1, per: 1h, burst: 2}
 `, up.url()))
 	for range 3 {
 		g.get("/x")

@@ -455,13 +455,9 @@ func TestActiveHealthTakesAKilledUpstreamOutAndBringsItBack(t *testing.T) {
 	t.Parallel()
 	const interval, timeout = 100 * time.Millisecond, 75 * time.Millisecond
 	a, b := startBackend(t, "a"), startBackend(t, "b")
-	g := startGatewayWith(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}]
-    health_check: {path: /health, healthy_threshold: 2, unhealthy_threshold: 1}
-    retries: {attempts: 0}
+	g := startGatewayWith(t, oneTenant("api", "", `
+health_check: {path: /health, healthy_threshold: 2, unhealthy_threshold: 1}
+retries: {attempts: 0}
 `, a.url(), b.url()), fastChecks(interval, timeout))
 	c := newClient(t, g)
 	eventually(t, 10*time.Second, "the first check of both upstreams", func() bool {
@@ -535,13 +531,9 @@ func TestAllUpstreamsDownAnswers503Fast(t *testing.T) {
 	t.Parallel()
 	a := startBackend(t, "a")
 	hanging := "http://" + hangingListener(t)
-	g := startGatewayWith(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}]
-    health_check: {unhealthy_threshold: 1}
-    timeouts: {connect: 2s, request: 5s}
+	g := startGatewayWith(t, oneTenant("api", "", `
+health_check: {unhealthy_threshold: 1}
+timeouts: {connect: 2s, request: 5s}
 `, a.url(), hanging), fastChecks(100*time.Millisecond, 75*time.Millisecond))
 	c := newClient(t, g)
 	eventually(t, 10*time.Second, "the hanging upstream to fail its check", func() bool {
@@ -586,15 +578,11 @@ func TestOutlierDetectionEjectsForTheBackoffAndReadmits(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			a, b := startBackend(t, "a"), startBackend(t, "b")
-			g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}]
-    outlier_detection: {consecutive_failures: 3, backoff: %s, max_backoff: %s}
-    # 500 is counted by ejection only when retries list it.
-    retries: {attempts: 0, on: [connect_error, 500]}
-`, a.url(), b.url(), backoff, backoff))
+			g := startGateway(t, oneTenant("api", "", yamlf(`
+outlier_detection: {consecutive_failures: 3, backoff: %s, max_backoff: %s}
+# 500 is counted by ejection only when retries list it.
+retries: {attempts: 0, on: [connect_error, 500]}
+`, backoff, backoff), a.url(), b.url()))
 			c := newClient(t, g)
 			tc.fail(a)
 			var lastFailure time.Time // when the ejecting request was sent
@@ -668,13 +656,9 @@ func TestBreakerTripsAfterConsecutiveFailuresAndTrafficGoesElsewhere(t *testing.
 	t.Parallel()
 	a, b := startBackend(t, "a"), startBackend(t, "b")
 	a.setHandler(statusHandler(500))
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}]
-    circuit_breaker: {failure_threshold: 3, min_requests: 1000, open_timeout: 1m}
-    retries: {attempts: 0}
+	g := startGateway(t, oneTenant("api", "", `
+circuit_breaker: {failure_threshold: 3, min_requests: 1000, open_timeout: 1m}
+retries: {attempts: 0}
 `, a.url(), b.url()))
 	c := newClient(t, g)
 	for i := range 6 { // a, b, a, b, a, b
@@ -739,14 +723,10 @@ func TestBreakerCountsTransportErrorsTimeoutsAnd5xx(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			url, attempts := tc.upstream(t)
-			g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    timeouts: {request: 200ms}
-    circuit_breaker: {failure_threshold: 2, open_timeout: 30s}
-    retries: {attempts: 0}
+			g := startGateway(t, oneTenant("api", "", `
+timeouts: {request: 200ms}
+circuit_breaker: {failure_threshold: 2, open_timeout: 30s}
+retries: {attempts: 0}
 `, url))
 			c := newClient(t, g)
 			for i := range 2 {
@@ -785,13 +765,9 @@ func TestBreakerTripsOnFailureRatio(t *testing.T) {
 		}
 		answer(ctx, "up")
 	})
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    circuit_breaker: {failure_threshold: 100, failure_ratio: 0.5, min_requests: 10, window: 30s, open_timeout: 30s}
-    retries: {attempts: 0}
+	g := startGateway(t, oneTenant("api", "", `
+circuit_breaker: {failure_threshold: 100, failure_ratio: 0.5, min_requests: 10, window: 30s, open_timeout: 30s}
+retries: {attempts: 0}
 `, up.url()))
 	c := newClient(t, g)
 	for i := 1; i <= 10; i++ {
@@ -819,15 +795,11 @@ func TestBreakerHalfOpenProbes(t *testing.T) {
 	t.Parallel()
 	const openTimeout = 200 * time.Millisecond
 	up := startBackend(t, "up")
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    timeouts: {request: 10s}
-    circuit_breaker: {failure_threshold: 1, open_timeout: %s, half_open_max_requests: 2}
-    retries: {attempts: 0}
-`, up.url(), openTimeout))
+	g := startGateway(t, oneTenant("api", "", yamlf(`
+timeouts: {request: 10s}
+circuit_breaker: {failure_threshold: 1, open_timeout: %s, half_open_max_requests: 2}
+retries: {attempts: 0}
+`, openTimeout), up.url()))
 	c := newClient(t, g)
 	trip := func() time.Time {
 		t.Helper()
@@ -911,15 +883,11 @@ func TestBreakerIgnoresTheGatewaysOwn503s(t *testing.T) {
 	up := startBackend(t, "up")
 	gt := newGate(t)
 	up.setHandler(gt.holding("up"))
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    pool: {max_conns: 1, max_conn_wait: 20ms}
-    circuit_breaker: {failure_threshold: 1, min_requests: 1, open_timeout: 1m}
-    outlier_detection: {consecutive_failures: 1, backoff: 1m}
-    retries: {attempts: 0}
+	g := startGateway(t, oneTenant("api", "", `
+pool: {max_conns: 1, max_conn_wait: 20ms}
+circuit_breaker: {failure_threshold: 1, min_requests: 1, open_timeout: 1m}
+outlier_detection: {consecutive_failures: 1, backoff: 1m}
+retries: {attempts: 0}
 `, up.url()))
 	c := newClient(t, g)
 	held := c.background("GET", "/held")
@@ -955,15 +923,11 @@ func TestBreakerProbeThatNeverLeftTheGatewayFreesItsSlot(t *testing.T) {
 		}
 		answer(ctx, "up")
 	})
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    pool: {max_conns: 2, max_conn_wait: 20ms}
-    timeouts: {request: 10s}
-    circuit_breaker: {failure_threshold: 1, open_timeout: 200ms, half_open_max_requests: 2}
-    retries: {attempts: 0}
+	g := startGateway(t, oneTenant("api", "", `
+pool: {max_conns: 2, max_conn_wait: 20ms}
+timeouts: {request: 10s}
+circuit_breaker: {failure_threshold: 1, open_timeout: 200ms, half_open_max_requests: 2}
+retries: {attempts: 0}
 `, up.url()))
 	c := newClient(t, g)
 	r1 := c.background("GET", "/hold") // holds connection 1 while the breaker trips
@@ -1020,13 +984,7 @@ func TestRetryGoesToAnotherUpstream(t *testing.T) {
 			t.Parallel()
 			badURL, badRequests := tc.bad(t)
 			good := startBackend(t, "good")
-			g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}]
-    retries: {attempts: 1, on: [%s], budget_ratio: 1}
-`, badURL, good.url(), tc.on))
+			g := startGateway(t, oneTenant("api", "", yamlf("retries: {attempts: 1, on: [%s], budget_ratio: 1}", tc.on), badURL, good.url()))
 			c := newClient(t, g)
 			for i := range 10 {
 				if r := c.get("/x"); r.from() != "good" {
@@ -1049,11 +1007,13 @@ func TestIdempotentRequestsAreRetriedAfterReachingAnUpstream(t *testing.T) {
 	t.Parallel()
 	type failure struct {
 		name string
-		fail func(ctx *fasthttp.RequestCtx)
+		// fail answers the first attempt; release is closed when the
+		// subtest ends, so a hanging answer does not outlive it.
+		fail func(ctx *fasthttp.RequestCtx, release <-chan struct{})
 	}
 	failures := []failure{
-		{"503", statusHandler(503)},
-		{"timeout", func(ctx *fasthttp.RequestCtx) { time.Sleep(time.Second) }},
+		{"503", func(ctx *fasthttp.RequestCtx, _ <-chan struct{}) { statusHandler(503)(ctx) }},
+		{"timeout", func(ctx *fasthttp.RequestCtx, release <-chan struct{}) { <-release }},
 	}
 	for _, method := range []string{"GET", "HEAD", "OPTIONS", "PUT", "DELETE"} {
 		for _, f := range failures {
@@ -1065,23 +1025,21 @@ func TestIdempotentRequestsAreRetriedAfterReachingAnUpstream(t *testing.T) {
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
 					up := startBackend(t, "up")
+					release := make(chan struct{})
+					t.Cleanup(func() { close(release) })
 					var attempts atomic.Int64
 					up.setHandler(func(ctx *fasthttp.RequestCtx) {
 						if attempts.Add(1) == 1 {
-							f.fail(ctx)
+							f.fail(ctx, release)
 							return
 						}
 						answer(ctx, "up")
 						ctx.Response.Header.Set("X-Body-Len", strconv.Itoa(len(ctx.Request.Body())))
 					})
-					g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    timeouts: {request: 200ms}
-    retries: %s
-`, up.url(), retryAll))
+					g := startGateway(t, oneTenant("api", "", yamlf(`
+timeouts: {request: 200ms}
+retries: %s
+`, retryAll), up.url()))
 					r := newClient(t, g).do(method, "/x", body, "X-Request-ID", "retry-"+method)
 					if r.err != nil || r.status != 200 {
 						t.Fatalf("%v, want 200 from the retry", r)
@@ -1113,13 +1071,7 @@ func TestBodyOfTheRetryIsTheWholeBody(t *testing.T) {
 		}
 		answer(ctx, "up")
 	})
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    retries: %s
-`, up.url(), retryAll))
+	g := startGateway(t, oneTenant("api", "", yamlf("retries: %s", retryAll), up.url()))
 	body := bytes.Repeat([]byte("0123456789abcdef"), 400) // 6400 bytes
 	if r := newClient(t, g).do("PUT", "/x", body); r.from() != "up" {
 		t.Fatalf("%v", r)
@@ -1163,14 +1115,10 @@ func TestNonIdempotentRequestsAreNotRetriedOnceSent(t *testing.T) {
 				t.Parallel()
 				url1, n1 := tc.start(t)
 				url2, n2 := tc.start(t)
-				g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}]
-    timeouts: {request: 200ms}
-    retries: %s
-`, url1, url2, retryAll))
+				g := startGateway(t, oneTenant("api", "", yamlf(`
+timeouts: {request: 200ms}
+retries: %s
+`, retryAll), url1, url2))
 				r := newClient(t, g).do(method, "/x", []byte(`{"order":1}`))
 				if r.err != nil || r.status != tc.wantStatus {
 					t.Fatalf("%v, want %d", r, tc.wantStatus)
@@ -1190,15 +1138,10 @@ tenants:
 func TestAnyMethodIsRetriedOnConnectError(t *testing.T) {
 	t.Parallel()
 	good := startBackend(t, "good")
-	g := startGateway(t, yamlf(`
-server: {stream_request_body_over: 4KiB}
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}]
-    retries: {attempts: 1, on: [connect_error]}
-    # The dead upstream must stay in rotation for every request.
-    outlier_detection: {consecutive_failures: 0}
+	g := startGateway(t, oneTenant("api", "server: {stream_request_body_over: 4KiB}", `
+retries: {attempts: 1, on: [connect_error]}
+# The dead upstream must stay in rotation for every request.
+outlier_detection: {consecutive_failures: 0}
 `, deadURL(t), good.url()))
 	c := newClient(t, g)
 	big := bytes.Repeat([]byte("x"), 64<<10)
@@ -1241,14 +1184,7 @@ func TestStreamedBodiesAreNotRetriedOnceSent(t *testing.T) {
 		}
 		answer(ctx, "up")
 	})
-	g := startGateway(t, yamlf(`
-server: {stream_request_body_over: 4KiB}
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    retries: %s
-`, up.url(), retryAll))
+	g := startGateway(t, oneTenant("api", "server: {stream_request_body_over: 4KiB}", yamlf("retries: %s", retryAll), up.url()))
 	c := newClient(t, g)
 	if r := c.do("PUT", "/x", []byte("small")); r.from() != "up" || attempts.Load() != 2 {
 		t.Fatalf("small PUT: %v after %d attempts, want 200 after 2", r, attempts.Load())
@@ -1282,14 +1218,10 @@ func TestUpstreamClosingMidResponseAnswers502(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			raw := startRaw(t, func(c net.Conn) { _, _ = io.WriteString(c, tc.response) })
-			g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    timeouts: {request: 5s}
-    retries: %s
-`, raw.url(), retryAll))
+			g := startGateway(t, oneTenant("api", "", yamlf(`
+timeouts: {request: 5s}
+retries: %s
+`, retryAll), raw.url()))
 			r := newClient(t, g).get("/x")
 			wantError(t, r, 502, "upstream_error")
 			if r.took > 3*time.Second {
@@ -1312,14 +1244,10 @@ func TestUpstreamStallingMidResponseAnswers504(t *testing.T) {
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial")
 		hang(c)
 	})
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    timeouts: {request: %s}
-    retries: %s
-`, raw.url(), timeout, retryAll))
+	g := startGateway(t, oneTenant("api", "", yamlf(`
+timeouts: {request: %s}
+retries: %s
+`, timeout, retryAll), raw.url()))
 	r := newClient(t, g).get("/x")
 	wantError(t, r, 504, "upstream_timeout")
 	if r.took < 3*timeout || r.took > 3*timeout+3*time.Second {
@@ -1351,15 +1279,11 @@ func TestStreamedResponseCutByTheUpstreamIsCutForTheClient(t *testing.T) {
 				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("x", 1000))
 				tc.then(c)
 			})
-			g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    timeouts: {request: %s}
-    stream_response_body: true
-    retries: {attempts: 0}
-`, raw.url(), timeout))
+			g := startGateway(t, oneTenant("api", "", yamlf(`
+timeouts: {request: %s}
+stream_response_body: true
+retries: {attempts: 0}
+`, timeout), raw.url()))
 			r := newClient(t, g).get("/x")
 			if r.err == nil {
 				t.Fatalf("the client got a complete response: %d with %d bytes", r.status, len(r.body))
@@ -1593,15 +1517,11 @@ func TestRetryBudgetStopsARetryStorm(t *testing.T) {
 	a, b := startBackend(t, "a"), startBackend(t, "b")
 	a.setHandler(statusHandler(503))
 	b.setHandler(statusHandler(503))
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}]
-    retries: {attempts: 3, on: [503], budget_ratio: %v}
-    # Both upstreams must stay in rotation: the budget is under test.
-    outlier_detection: {consecutive_failures: 0}
-`, a.url(), b.url(), ratio))
+	g := startGateway(t, oneTenant("api", "", yamlf(`
+retries: {attempts: 3, on: [503], budget_ratio: %v}
+# Both upstreams must stay in rotation: the budget is under test.
+outlier_detection: {consecutive_failures: 0}
+`, ratio), a.url(), b.url()))
 	c := newClient(t, g)
 	var wg sync.WaitGroup
 	var bad atomic.Int64
@@ -1636,16 +1556,11 @@ func TestRetriesDeliverGETsThroughADyingUpstream(t *testing.T) {
 	t.Parallel()
 	const workers, perWorker = 8, 300
 	a, b, c := startBackend(t, "a"), startBackend(t, "b"), startBackend(t, "c")
-	g := startGateway(t, yamlf(`
-logging: {access_log: false}
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}, {url: %q}]
-    timeouts: {connect: 1s, request: 5s}
-    circuit_breaker: {failure_threshold: 3, open_timeout: 500ms}
-    retries: %s
-`, a.url(), b.url(), c.url(), retryAll))
+	g := startGateway(t, oneTenant("api", "logging: {access_log: false}", yamlf(`
+timeouts: {connect: 1s, request: 5s}
+circuit_breaker: {failure_threshold: 3, open_timeout: 500ms}
+retries: %s
+`, retryAll), a.url(), b.url(), c.url()))
 	cl := newClient(t, g)
 	var sent atomic.Int64
 	var failures sync.Map

@@ -20,12 +20,7 @@ func TestShutdownLetsInFlightRequestsFinishAndClosesIdleConnections(t *testing.T
 		}
 		ctx.SetBodyString("done")
 	})
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-`, up.url()))
+	g := startGateway(t, oneTenant("api", "", "", up.url()))
 
 	// An idle keep-alive client must not hold shutdown up.
 	idle, err := net.Dial("tcp", g.addr)
@@ -97,13 +92,7 @@ func TestShutdownGraceBoundsAStuckRequest(t *testing.T) {
 	stuck := make(chan struct{})
 	defer close(stuck)
 	up.setHandler(func(ctx *fasthttp.RequestCtx) { <-stuck })
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-    timeouts: {request: 30s}
-`, up.url()))
+	g := startGateway(t, oneTenant("api", "", "timeouts: {request: 30s}", up.url()))
 	go func() {
 		c, err := net.Dial("tcp", g.addr)
 		if err == nil {

@@ -426,14 +426,10 @@ func TestTLSClientCertificateRequired(t *testing.T) {
 	ca := newTestCA(t)
 	up := startEcho(t, "up")
 	defCert, defKey := ca.issue("default", false, "localhost")
-	g := startGateway(t, yamlf(`
+	g := startGateway(t, oneTenant("api", yamlf(`
 server:
   tls: {listen: "127.0.0.1:0", cert_file: %q, key_file: %q, client_ca_file: %q}
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-`, defCert, defKey, ca.file, up.url()))
+`, defCert, defKey, ca.file), "", up.url()))
 	addr := g.serveTLS()
 	if _, err := tlsClient(ca, addr, "localhost").Get("https://localhost/x"); err == nil {
 		t.Fatal("a client without a certificate got an answer")
@@ -560,15 +556,11 @@ func TestTLSHandshakeTimeout(t *testing.T) {
 	ca := newTestCA(t)
 	up := startEcho(t, "up")
 	cert, key := ca.issue("default", false, "localhost")
-	g := startGateway(t, yamlf(`
+	g := startGateway(t, oneTenant("api", yamlf(`
 server:
   header_timeout: 300ms
   tls: {listen: "127.0.0.1:0", cert_file: %q, key_file: %q}
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-`, cert, key, up.url()))
+`, cert, key), "", up.url()))
 	addr := g.serveTLS()
 	idle, err := net.Dial("tcp", addr)
 	if err != nil {

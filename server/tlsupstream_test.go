@@ -20,12 +20,7 @@ func TestHTTPSUpstream(t *testing.T) {
 	}))
 	t.Cleanup(ts.Close)
 	plain := startEcho(t, "plain")
-	g := startGateway(t, yamlf(`
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}, {url: %q}]
-`, ts.URL, plain.url()))
+	g := startGateway(t, oneTenant("api", "", "", ts.URL, plain.url()))
 	trustUpstreams(g, ts.Certificate())
 
 	c := newClient(t, g)
@@ -71,13 +66,7 @@ func TestClosedKeepAliveConnectionsOverTLS(t *testing.T) {
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
 	up := startClosingUpstreamTLS(t, 1, true, "", ts.TLS)
-	g := startGateway(t, yamlf(`
-logging: {access_log: false}
-tenants:
-  - name: api
-    path_prefix: /
-    upstreams: [{url: %q}]
-`, "https://"+up.addr))
+	g := startGateway(t, oneTenant("api", "logging: {access_log: false}", "", "https://"+up.addr))
 	trustUpstreams(g, ts.Certificate())
 	c := newClient(t, g)
 	// Fewer than over plain TCP: every request costs a TLS handshake.
@@ -86,6 +75,10 @@ tenants:
 	if seq+conc != 0 {
 		t.Fatalf("%d of 200 GETs failed: %s", seq+conc, strings.Join(ex, "; "))
 	}
+	// Each POST waits for the upstream to close the connection of the one
+	// before; that count must not include the GETs' connections still
+	// closing, or a POST goes on a connection about to close.
+	eventually(t, 5*time.Second, "the upstream to close the GETs' connections", func() bool { return up.closed.Load() == up.conns.Load() })
 	before := up.closed.Load()
 	for i := range 10 {
 		if r := c.do("POST", "/x", []byte("payload")); r.err != nil || r.status != 200 {

@@ -91,11 +91,7 @@ func TestWebSocketTLSUpstream(t *testing.T) {
 	plain := startWSUpstream(t)
 	ts := httptest.NewTLSServer(plain.mux)
 	t.Cleanup(ts.Close)
-	g := startGateway(t, yamlf(`
-logging: {level: error}
-tenants:
-  - {name: wss, path_prefix: /, upstreams: [{url: %q}]}
-`, ts.URL))
+	g := startGateway(t, oneTenant("wss", "logging: {level: error}", "", ts.URL))
 	trustUpstreams(g, ts.Certificate())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -137,15 +133,11 @@ func wsDial(t testing.TB, ctx context.Context, url string, hdr ...string) (*webs
 	return c, resp, err
 }
 
-func wsGateway(t *testing.T, up *wsUpstream, extra string, files ...string) *gateway {
+// wsGateway starts a gateway with one tenant, "ws", over up; keys are
+// added to the tenant (oneTenant).
+func wsGateway(t *testing.T, up *wsUpstream, keys string, files ...string) *gateway {
 	t.Helper()
-	return startGateway(t, yamlf(`
-logging: {level: error}
-tenants:
-  - name: ws
-    path_prefix: /
-    upstreams: [{url: "http://%s"}]
-%s`, up.addr, extra), files...)
+	return startGateway(t, oneTenant("ws", "logging: {level: error}", keys, "http://"+up.addr), files...)
 }
 
 // upgradedCount reads the tenant's upgraded_connections from /admin/tenants.
@@ -255,7 +247,7 @@ func TestWebSocketRefusedByUpstream(t *testing.T) {
 func TestWebSocketDisabledForwardsPlainRequest(t *testing.T) {
 	t.Parallel()
 	up := startWSUpstream(t)
-	g := wsGateway(t, up, "    websocket: {enabled: false}\n")
+	g := wsGateway(t, up, "websocket: {enabled: false}")
 	resp := g.get("/refuse", "Connection", "Upgrade", "Upgrade", "websocket")
 	if resp.StatusCode() != 403 {
 		t.Fatalf("status %d", resp.StatusCode())
@@ -271,7 +263,7 @@ func TestWebSocketDisabledForwardsPlainRequest(t *testing.T) {
 func TestWebSocketLuaAuth(t *testing.T) {
 	t.Parallel()
 	up := startWSUpstream(t)
-	g := wsGateway(t, up, "    script: auth.lua\n", "auth.lua", `
+	g := wsGateway(t, up, "script: auth.lua", "auth.lua", `
 local r = chi.NewRouter()
 r:Use(function(next)
   return function(w, req)
@@ -310,7 +302,7 @@ return r
 func TestWebSocketIdleTimeout(t *testing.T) {
 	t.Parallel()
 	up := startWSUpstream(t)
-	g := wsGateway(t, up, "    websocket: {idle_timeout: 300ms}\n")
+	g := wsGateway(t, up, "websocket: {idle_timeout: 300ms}")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, _, err := wsDial(t, ctx, "ws://"+g.addr+"/echo")
@@ -473,11 +465,7 @@ func TestUpgradeOtherProtocol(t *testing.T) {
 			}()
 		}
 	}()
-	g := startGateway(t, yamlf(`
-logging: {level: error}
-tenants:
-  - {name: raw, path_prefix: /, upstreams: [{url: "http://%s"}], upgrade_protocols: [foo]}
-`, ln.Addr().String()))
+	g := startGateway(t, oneTenant("raw", "logging: {level: error}", "upgrade_protocols: [foo]", "http://"+ln.Addr().String()))
 	c, err := net.Dial("tcp", g.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -584,7 +572,7 @@ func TestFrameTracker(t *testing.T) {
 func TestWebSocketMaxLifetime(t *testing.T) {
 	t.Parallel()
 	up := startWSUpstream(t)
-	g := wsGateway(t, up, "    websocket: {idle_timeout: 1m, max_lifetime: 400ms}\n")
+	g := wsGateway(t, up, "websocket: {idle_timeout: 1m, max_lifetime: 400ms}")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now() // before the upgrade, which starts the lifetime
@@ -618,11 +606,7 @@ func TestWebSocketMaxLifetime(t *testing.T) {
 // 504, and the upgrade is not left open.
 func TestWebSocketHangingUpstream(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, yamlf(`
-logging: {level: error}
-tenants:
-  - {name: hang, path_prefix: /, upstreams: [{url: "http://%s"}], timeouts: {request: 300ms}}
-`, hangingListener(t)))
+	g := startGateway(t, oneTenant("hang", "logging: {level: error}", "timeouts: {request: 300ms}", "http://"+hangingListener(t)))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, resp, err := wsDial(t, ctx, "ws://"+g.addr+"/echo")

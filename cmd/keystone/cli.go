@@ -91,6 +91,8 @@ type cli struct {
 	usage  string
 	fs     *flag.FlagSet
 	stderr io.Writer
+	config *string   // -c/--config's value; nil without configFlag
+	use    configUse // how the subcommand takes its config
 }
 
 func newCLI(name, usage string, stderr io.Writer) *cli {
@@ -166,18 +168,33 @@ func (c *cli) noArgs(pos []string) error {
 	return nil
 }
 
-// configFlag adds -c and --config to the subcommand.
-func (c *cli) configFlag(p *string) {
-	c.fs.StringVar(p, "c", "", "config `FILE`")
-	c.fs.StringVar(p, "config", "", "config `FILE` (same as -c)")
+// configUse is how a subcommand takes its config. Every subcommand
+// resolves it by the same rule (configPath); only these differ.
+type configUse struct {
+	// file lets a positional FILE name the config, as -c does
+	// (run, check, reload). Without it a positional argument is a usage
+	// error (healthcheck, whose arguments are all flags).
+	file bool
+	// needFile refuses the embedded default config: the subcommand
+	// needs the file a running gateway was started with (reload).
+	needFile bool
 }
 
-// configPath resolves which config a subcommand reads: the positional FILE
-// or -c (both given must name the same file), else $KEYSTONE_CONFIG. ""
-// means the embedded default config. With allowPos false a positional
-// argument is a usage error.
-func (c *cli) configPath(flagPath string, pos []string, allowPos bool) (string, error) {
-	if !allowPos {
+// configFlag adds -c and --config to the subcommand, which takes its
+// config as use says.
+func (c *cli) configFlag(p *string, use configUse) {
+	c.fs.StringVar(p, "c", "", "config `FILE`")
+	c.fs.StringVar(p, "config", "", "config `FILE` (same as -c)")
+	c.config, c.use = p, use
+}
+
+// configPath resolves which config the subcommand reads, after parse, by
+// the one rule every subcommand follows: the positional FILE or -c/--config
+// (both given must name the same file), else $KEYSTONE_CONFIG, else the
+// embedded default config, which it returns as "". What the subcommand
+// does not take (configUse) is a usage error, already printed: exit 2.
+func (c *cli) configPath(pos []string) (string, error) {
+	if !c.use.file {
 		if err := c.noArgs(pos); err != nil {
 			return "", err
 		}
@@ -185,18 +202,34 @@ func (c *cli) configPath(flagPath string, pos []string, allowPos bool) (string, 
 	if len(pos) > 1 {
 		return "", c.fail("expected one config file, got %d arguments (%q, %q…)", len(pos), pos[0], pos[1])
 	}
+	flagPath := *c.config
 	set := c.set("c") || c.set("config")
+	path := os.Getenv("KEYSTONE_CONFIG")
 	switch {
 	case set && flagPath == "":
 		return "", c.fail("-c/--config: expected a config file, got \"\"")
 	case set && len(pos) == 1 && filepath.Clean(pos[0]) != filepath.Clean(flagPath):
 		return "", c.fail("two config files given, %q and -c %q: give one", pos[0], flagPath)
 	case set:
-		return flagPath, nil
+		path = flagPath
 	case len(pos) == 1:
-		return pos[0], nil
+		path = pos[0]
 	}
-	return os.Getenv("KEYSTONE_CONFIG"), nil
+	if path == "" && c.use.needFile {
+		return "", c.fail("no FILE, -c or $KEYSTONE_CONFIG given: the gateway's config file is needed to find it")
+	}
+	return path, nil
+}
+
+// loadConfig loads the config at path, or the embedded default config
+// when path is "" (configPath) with opts: run passes its demo upstreams'
+// addresses; without them the demo upstreams are at their fallback
+// addresses. A file is read with the process environment.
+func loadConfig(path string, opts ...config.Option) (*config.Config, error) {
+	if path == "" {
+		return config.Default(opts...)
+	}
+	return config.Load(path)
 }
 
 // set reports whether the flag name was given.

@@ -118,7 +118,7 @@ type runArgs struct{ config, listen string }
 
 func (a *runArgs) cli(stderr io.Writer) *cli {
 	c := newCLI("run", usageRun, stderr)
-	c.configFlag(&a.config)
+	c.configFlag(&a.config, configUse{file: true})
 	c.fs.StringVar(&a.listen, "listen", "", "listen `ADDR`")
 	return c
 }
@@ -136,7 +136,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return c.exit(err, stdout)
 	}
 	listen := a.listen
-	cfgPath, err := c.configPath(a.config, pos, true)
+	cfgPath, err := c.configPath(pos)
 	if err != nil {
 		return 2
 	}
@@ -147,7 +147,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	var cfg *config.Config
+	var defaultOpts []config.Option
 	if cfgPath == "" {
 		// The default config proxies /demo/ to three demo upstreams that
 		// this process starts on loopback ports it picks.
@@ -165,10 +165,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			}
 			return os.LookupEnv(name)
 		}
-		cfg, err = config.Default(config.WithEnv(env))
-	} else {
-		cfg, err = config.Load(cfgPath)
+		defaultOpts = append(defaultOpts, config.WithEnv(env))
 	}
+	cfg, err := loadConfig(cfgPath, defaultOpts...)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -252,7 +251,7 @@ type reloadArgs struct {
 
 func (a *reloadArgs) cli(stderr io.Writer) *cli {
 	c := newCLI("reload", usageReload, stderr)
-	c.configFlag(&a.config)
+	c.configFlag(&a.config, configUse{file: true, needFile: true})
 	c.fs.DurationVar(&a.timeout, "timeout", 10*time.Second, "give up after this `DURATION`")
 	return c
 }
@@ -266,15 +265,11 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return c.exit(err, stdout)
 	}
-	cfgPath, err := c.configPath(a.config, pos, true)
+	cfgPath, err := c.configPath(pos)
 	if err != nil {
 		return 2
 	}
-	if cfgPath == "" {
-		fmt.Fprintln(stderr, "keystone reload: no FILE, -c or $KEYSTONE_CONFIG given: the gateway's config file is needed to find it")
-		return 2
-	}
-	cfg, err := config.Load(cfgPath)
+	cfg, err := loadConfig(cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -346,7 +341,7 @@ type checkArgs struct{ config string }
 
 func (a *checkArgs) cli(stderr io.Writer) *cli {
 	c := newCLI("check", usageCheck, stderr)
-	c.configFlag(&a.config)
+	c.configFlag(&a.config, configUse{file: true})
 	return c
 }
 
@@ -357,7 +352,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return c.exit(err, stdout)
 	}
-	cfgPath, err := c.configPath(a.config, pos, true)
+	cfgPath, err := c.configPath(pos)
 	if err != nil {
 		return 2
 	}
@@ -378,15 +373,6 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// loadConfig loads the config at path, or the embedded default config
-// when path is "" (its demo upstreams at their fallback addresses).
-func loadConfig(path string) (*config.Config, error) {
-	if path == "" {
-		return config.Default()
-	}
-	return config.Load(path)
-}
-
 // healthcheckArgs are keystone healthcheck's flags.
 type healthcheckArgs struct {
 	config, url string
@@ -395,7 +381,7 @@ type healthcheckArgs struct {
 
 func (a *healthcheckArgs) cli(stderr io.Writer) *cli {
 	c := newCLI("healthcheck", usageHealthcheck, stderr)
-	c.configFlag(&a.config)
+	c.configFlag(&a.config, configUse{})
 	c.fs.StringVar(&a.url, "url", "", "health `URL`")
 	c.fs.DurationVar(&a.timeout, "timeout", 3*time.Second, "give up after this `DURATION`")
 	return c
@@ -416,7 +402,7 @@ func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 		return c.exit(err, stdout)
 	}
 	url := a.url
-	cfgPath, err := c.configPath(a.config, pos, false)
+	cfgPath, err := c.configPath(pos)
 	if err != nil {
 		return 2
 	}

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keystone-gateway/keystone/internal/leakcheck"
 )
 
 // buildBinary compiles keystone with exactly the command the Dockerfile
@@ -42,10 +44,18 @@ var build struct {
 	err       error
 }
 
+// TestMain removes the built binary and fails the run if the tests left
+// goroutines running (internal/leakcheck).
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if build.dir != "" {
 		os.RemoveAll(build.dir)
+	}
+	if code == 0 {
+		if err := leakcheck.Check(leakcheck.Grace); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
