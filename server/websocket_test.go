@@ -302,7 +302,7 @@ return r
 func TestWebSocketIdleTimeout(t *testing.T) {
 	t.Parallel()
 	up := startWSUpstream(t)
-	g := wsGateway(t, up, "websocket: {idle_timeout: 300ms}")
+	g := wsGateway(t, up, "websocket: {idle_timeout: 1s}")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, _, err := wsDial(t, ctx, "ws://"+g.addr+"/echo")
@@ -312,7 +312,7 @@ func TestWebSocketIdleTimeout(t *testing.T) {
 	defer c.CloseNow()
 	// Activity keeps it open past the idle timeout.
 	for range 4 {
-		time.Sleep(150 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond)
 		if err := c.Write(ctx, websocket.MessageText, []byte("still here")); err != nil {
 			t.Fatal(err)
 		}
