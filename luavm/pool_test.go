@@ -111,9 +111,11 @@ func TestQueueBeyondBudgetAnswers503AfterVMWait(t *testing.T) {
 			t.Errorf("held request: %d %q", r.status, r.body)
 		}
 	}
+	// The three held requests resume at once on the one VM, so some of
+	// them may wait for it too: only the fourth's wait timed out.
 	st := s.Stats()
-	if st.VMsCreated != 1 || st.Threads != 3 || st.Errors != 1 || st.VMWaits != 1 || st.VMWaitTimeouts != 1 || st.VMWaitTime < cfg.VMWait {
-		t.Errorf("stats %+v, want 1 VM, 3 threads, 1 error, 1 wait of at least VMWait that timed out", st)
+	if st.VMsCreated != 1 || st.Threads != 3 || st.Errors != 1 || st.VMWaits < 1 || st.VMWaitTimeouts != 1 || st.VMWaitTime < cfg.VMWait {
+		t.Errorf("stats %+v, want 1 VM, 3 threads, 1 error, a wait of at least VMWait that timed out", st)
 	}
 }
 
