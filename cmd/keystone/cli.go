@@ -160,6 +160,21 @@ func (c *cli) exit(err error, stdout io.Writer) int {
 	return 2
 }
 
+// parseConfig parses args and resolves the config path from them
+// (configPath). When the command is not to go on, ok is false and code is
+// its exit status: 0 after --help, 2 after a usage error (already
+// reported on stderr).
+func (c *cli) parseConfig(args []string, stdout io.Writer) (path string, code int, ok bool) {
+	pos, err := c.parse(args)
+	if err != nil {
+		return "", c.exit(err, stdout), false
+	}
+	if path, err = c.configPath(pos); err != nil {
+		return "", 2, false
+	}
+	return path, 0, true
+}
+
 // noArgs refuses positional arguments.
 func (c *cli) noArgs(pos []string) error {
 	if len(pos) > 0 {

@@ -131,15 +131,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(sigc)
 	var a runArgs
 	c := a.cli(stderr)
-	pos, err := c.parse(args)
-	if err != nil {
-		return c.exit(err, stdout)
+	cfgPath, code, ok := c.parseConfig(args, stdout)
+	if !ok {
+		return code
 	}
 	listen := a.listen
-	cfgPath, err := c.configPath(pos)
-	if err != nil {
-		return 2
-	}
 	if c.set("listen") {
 		if err := config.CheckListen(listen); err != nil {
 			c.fail("--listen: %v", err)
@@ -261,13 +257,9 @@ func (a *reloadArgs) cli(stderr io.Writer) *cli {
 func cmdReload(args []string, stdout, stderr io.Writer) int {
 	var a reloadArgs
 	c := a.cli(stderr)
-	pos, err := c.parse(args)
-	if err != nil {
-		return c.exit(err, stdout)
-	}
-	cfgPath, err := c.configPath(pos)
-	if err != nil {
-		return 2
+	cfgPath, code, ok := c.parseConfig(args, stdout)
+	if !ok {
+		return code
 	}
 	cfg, err := loadConfig(cfgPath)
 	if err != nil {
@@ -348,13 +340,9 @@ func (a *checkArgs) cli(stderr io.Writer) *cli {
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	var a checkArgs
 	c := a.cli(stderr)
-	pos, err := c.parse(args)
-	if err != nil {
-		return c.exit(err, stdout)
-	}
-	cfgPath, err := c.configPath(pos)
-	if err != nil {
-		return 2
+	cfgPath, code, ok := c.parseConfig(args, stdout)
+	if !ok {
+		return code
 	}
 	if cfgPath == "" {
 		// "keystone check" alone printing a bare "ok" reads as if a
@@ -397,15 +385,11 @@ func (a *healthcheckArgs) cli(stderr io.Writer) *cli {
 func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 	var a healthcheckArgs
 	c := a.cli(stderr)
-	pos, err := c.parse(args)
-	if err != nil {
-		return c.exit(err, stdout)
+	cfgPath, code, ok := c.parseConfig(args, stdout)
+	if !ok {
+		return code
 	}
 	url := a.url
-	cfgPath, err := c.configPath(pos)
-	if err != nil {
-		return 2
-	}
 	cfg, err := loadConfig(cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
