@@ -37,18 +37,30 @@ func (s *Script) Handler(ctx *fasthttp.RequestCtx) {
 func (s *Script) serve(ctx *fasthttp.RequestCtx, i int) {
 	t, v, err := s.acquire()
 	if err != nil {
-		s.errors.Add(1)
-		s.log.Warn("no Lua VM available", slog.String("request_id", s.requestID(ctx)), slog.String("error", err.Error()))
-		ctx.Response.Reset()
-		s.host.WriteError(ctx, fasthttp.StatusServiceUnavailable, "script busy")
-		// After WriteError, which replaces the whole response. The
-		// queue was full for VMWait: a client may try again after as
-		// long (RFC 9110 section 10.2.3).
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, retryAfter(s.cfg.VMWait))
+		s.busy(ctx, err)
 		return
 	}
+	s.run(ctx, t, v, v.handlers[i])
+}
+
+// busy answers a request acquire found no thread or VM for: 503 with
+// Retry-After.
+func (s *Script) busy(ctx *fasthttp.RequestCtx, err error) {
+	s.errors.Add(1)
+	s.log.Warn("no Lua VM available", slog.String("request_id", s.requestID(ctx)), slog.String("error", err.Error()))
+	ctx.Response.Reset()
+	s.host.WriteError(ctx, fasthttp.StatusServiceUnavailable, "script busy")
+	// After WriteError, which replaces the whole response. The queue was
+	// full for VMWait: a client may try again after as long (RFC 9110
+	// section 10.2.3).
+	ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, retryAfter(s.cfg.VMWait))
+}
+
+// run calls fn, a function of v, for the request on thread t, then gives
+// t and v back (or discards them) and answers a failure.
+func (s *Script) run(ctx *fasthttp.RequestCtx, t *thread, v *vm, fn lua.LValue) {
 	s.pool.inflight.Add(1)
-	keepThread, keepVM, err := v.call(t, ctx, v.handlers[i], s.cfg.MaxExecution)
+	keepThread, keepVM, err := v.call(t, ctx, fn, s.cfg.MaxExecution)
 	s.pool.inflight.Add(-1)
 	s.releaseVM(v, keepVM)
 	s.releaseThread(t, keepThread)

@@ -119,14 +119,9 @@ func (s *Script) rebuildRuntime() *runtimeMux {
 // routes are not on the zero-allocation path). The script's middleware
 // does not wrap it.
 func (s *Script) serveRuntime(ctx *fasthttp.RequestCtx, r *runtimeRoute) {
-	// As serve does for a static route.
 	t, v, err := s.acquire()
 	if err != nil {
-		s.errors.Add(1)
-		s.log.Warn("no Lua VM available", slog.String("request_id", s.requestID(ctx)), slog.String("error", err.Error()))
-		ctx.Response.Reset()
-		s.host.WriteError(ctx, fasthttp.StatusServiceUnavailable, "script busy")
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, retryAfter(s.cfg.VMWait))
+		s.busy(ctx, err)
 		return
 	}
 	fn := v.L.NewFunctionFromProto(r.proto)
@@ -135,14 +130,7 @@ func (s *Script) serveRuntime(ctx *fasthttp.RequestCtx, r *runtimeRoute) {
 		uv.SetValue(val)
 		fn.Upvalues[i] = uv
 	}
-	s.pool.inflight.Add(1)
-	keepThread, keepVM, err := v.call(t, ctx, fn, s.cfg.MaxExecution)
-	s.pool.inflight.Add(-1)
-	s.releaseVM(v, keepVM)
-	s.releaseThread(t, keepThread)
-	if err != nil {
-		s.fail(ctx, err)
-	}
+	s.run(ctx, t, v, fn)
 }
 
 // knownMethods are the methods AddRoute accepts, as chi's Method does.
