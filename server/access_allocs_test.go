@@ -38,14 +38,7 @@ tenants:
 	ctx, tmpl := newBenchCtx()
 	tmpl.Header.Set("Authorization", "Bearer "+tok)
 	tmpl.Header.Set("Origin", "https://app.example.com")
-	for range 100 {
-		benchRequest(ctx, tmpl)
-		s.handle(ctx)
-	}
-	allocs := testing.AllocsPerRun(1000, func() {
-		benchRequest(ctx, tmpl)
-		s.handle(ctx)
-	})
+	allocs := handleAllocs(s, ctx, tmpl)
 	if ctx.Response.StatusCode() != 200 {
 		t.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
 	}

@@ -24,14 +24,7 @@ tenants:
 `)
 	ctx, tmpl := newBenchCtx()
 	tmpl.Header.Set("Accept-Encoding", "gzip, deflate, br, zstd")
-	for range 100 {
-		benchRequest(ctx, tmpl)
-		s.handle(ctx)
-	}
-	allocs := testing.AllocsPerRun(1000, func() {
-		benchRequest(ctx, tmpl)
-		s.handle(ctx)
-	})
+	allocs := handleAllocs(s, ctx, tmpl)
 	if ctx.Response.StatusCode() != 200 || string(ctx.Response.Header.Peek("Vary")) != "Accept-Encoding" {
 		t.Fatalf("status %d, Vary %q", ctx.Response.StatusCode(), ctx.Response.Header.Peek("Vary"))
 	}

@@ -22,20 +22,27 @@ func TestProxyHandlerDoesNotAllocate(t *testing.T) {
 	}
 	s := newBenchGateway(t)
 	ctx, tmpl := newBenchCtx()
-	for range 100 { // warm pools and the keep-alive connections
-		benchRequest(ctx, tmpl)
-		s.handle(ctx)
-	}
-	allocs := testing.AllocsPerRun(1000, func() {
-		benchRequest(ctx, tmpl)
-		s.handle(ctx)
-	})
+	allocs := handleAllocs(s, ctx, tmpl)
 	if ctx.Response.StatusCode() != 200 {
 		t.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
 	}
 	if allocs != 0 {
 		t.Errorf("proxy handler: %v allocs/op, want 0", allocs)
 	}
+}
+
+// handleAllocs serves 100 requests built from tmpl to warm s's pools and
+// keep-alive connections, then returns the allocations per further
+// request. ctx holds the last answer.
+func handleAllocs(s *Server, ctx *fasthttp.RequestCtx, tmpl *fasthttp.Request) float64 {
+	for range 100 {
+		benchRequest(ctx, tmpl)
+		s.handle(ctx)
+	}
+	return testing.AllocsPerRun(1000, func() {
+		benchRequest(ctx, tmpl)
+		s.handle(ctx)
+	})
 }
 
 func TestTenantMatchDoesNotAllocate(t *testing.T) {
@@ -89,14 +96,7 @@ func TestLuaRoutesStayWithinTheirAllocationBudget(t *testing.T) {
 func TestProxyOverTCPDoesNotAllocate(t *testing.T) {
 	s := newTCPBenchServer(t, false)
 	ctx, tmpl := newBenchCtx()
-	for range 100 {
-		benchRequest(ctx, tmpl)
-		s.handle(ctx)
-	}
-	allocs := testing.AllocsPerRun(1000, func() {
-		benchRequest(ctx, tmpl)
-		s.handle(ctx)
-	})
+	allocs := handleAllocs(s, ctx, tmpl)
 	if ctx.Response.StatusCode() != 200 {
 		t.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
 	}
@@ -109,14 +109,7 @@ func TestProxyHandlerWithObservabilityDoesNotAllocate(t *testing.T) {
 	for _, v := range observeVariants {
 		s := newBenchGatewayWith(t, v.yaml)
 		ctx, tmpl := newBenchCtx()
-		for range 100 {
-			benchRequest(ctx, tmpl)
-			s.handle(ctx)
-		}
-		allocs := testing.AllocsPerRun(1000, func() {
-			benchRequest(ctx, tmpl)
-			s.handle(ctx)
-		})
+		allocs := handleAllocs(s, ctx, tmpl)
 		if ctx.Response.StatusCode() != 200 {
 			t.Fatalf("%s: status %d: %s", v.name, ctx.Response.StatusCode(), ctx.Response.Body())
 		}

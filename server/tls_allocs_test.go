@@ -23,14 +23,7 @@ tenants:
     upstreams: [{url: "http://127.0.0.1:2"}]
 `, cert, key, ca.file))
 	ctx, tmpl := newBenchCtx()
-	for range 100 {
-		benchRequest(ctx, tmpl)
-		s.handle(ctx)
-	}
-	allocs := testing.AllocsPerRun(1000, func() {
-		benchRequest(ctx, tmpl)
-		s.handle(ctx)
-	})
+	allocs := handleAllocs(s, ctx, tmpl)
 	if ctx.Response.StatusCode() != 200 {
 		t.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
 	}
