@@ -93,13 +93,8 @@ func TestWebSocketTLSUpstream(t *testing.T) {
 	t.Cleanup(ts.Close)
 	g := startGateway(t, oneTenant("wss", "logging: {level: error}", "", ts.URL))
 	trustUpstreams(g, ts.Certificate())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, _, err := wsDial(t, ctx, "ws://"+g.addr+"/echo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	ctx := wsContext(t)
+	c := wsConnect(t, ctx, "ws://"+g.addr+"/echo")
 	if err := c.Write(ctx, websocket.MessageBinary, []byte("over tls")); err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +113,25 @@ func (u *wsUpstream) lastHeaders() http.Header {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.headers
+}
+
+// wsContext bounds a test's WebSocket calls to 10s.
+func wsContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// wsConnect dials url (wsDial) and fails the test if that fails; the
+// connection is closed when the test ends.
+func wsConnect(t *testing.T, ctx context.Context, url string, hdr ...string) *websocket.Conn {
+	t.Helper()
+	c, _, err := wsDial(t, ctx, url, hdr...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
 }
 
 func wsDial(t testing.TB, ctx context.Context, url string, hdr ...string) (*websocket.Conn, *http.Response, error) {
@@ -164,8 +178,7 @@ func TestWebSocketEcho(t *testing.T) {
 	t.Parallel()
 	up := startWSUpstream(t)
 	g := wsGateway(t, up, "")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := wsContext(t)
 	c, resp, err := wsDial(t, ctx, "ws://"+g.addr+"/echo", "X-Request-ID", "ws-test-1")
 	if err != nil {
 		t.Fatal(err)
@@ -208,8 +221,7 @@ func TestWebSocketUpstreamCloses(t *testing.T) {
 	t.Parallel()
 	up := startWSUpstream(t)
 	g := wsGateway(t, up, "")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := wsContext(t)
 	for path, want := range map[string]websocket.StatusCode{
 		"/bye": 4000, // the upstream's own close frame, relayed
 		"/die": 1014, // the upstream vanished: the gateway says bad gateway
@@ -277,8 +289,7 @@ end)
 r:Handle("/*", keystone.Proxy("ws"))
 return r
 `)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := wsContext(t)
 	_, resp, err := wsDial(t, ctx, "ws://"+g.addr+"/echo")
 	if err == nil || resp == nil || resp.StatusCode != 401 {
 		t.Fatalf("without a token: err %v, response %v; want 401", err, resp)
@@ -286,11 +297,7 @@ return r
 	if n := up.opened.Load(); n != 0 {
 		t.Fatalf("the upstream accepted %d connections the middleware refused", n)
 	}
-	c, _, err := wsDial(t, ctx, "ws://"+g.addr+"/echo", "Authorization", "Bearer letmein")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	c := wsConnect(t, ctx, "ws://"+g.addr+"/echo", "Authorization", "Bearer letmein")
 	if err := c.Write(ctx, websocket.MessageText, []byte("authorized")); err != nil {
 		t.Fatal(err)
 	}
@@ -303,13 +310,8 @@ func TestWebSocketIdleTimeout(t *testing.T) {
 	t.Parallel()
 	up := startWSUpstream(t)
 	g := wsGateway(t, up, "websocket: {idle_timeout: 1s}")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, _, err := wsDial(t, ctx, "ws://"+g.addr+"/echo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	ctx := wsContext(t)
+	c := wsConnect(t, ctx, "ws://"+g.addr+"/echo")
 	// Activity keeps it open past the idle timeout.
 	for range 4 {
 		time.Sleep(300 * time.Millisecond)
@@ -321,7 +323,7 @@ func TestWebSocketIdleTimeout(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	_, _, err = c.Read(ctx)
+	_, _, err := c.Read(ctx)
 	if st := websocket.CloseStatus(err); st != websocket.StatusGoingAway {
 		t.Fatalf("idle read ended with %v, want close status 1001", err)
 	}
@@ -337,13 +339,8 @@ func TestWebSocketShutdownSendsGoingAway(t *testing.T) {
 	t.Parallel()
 	up := startWSUpstream(t)
 	g := wsGateway(t, up, "")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, _, err := wsDial(t, ctx, "ws://"+g.addr+"/echo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	ctx := wsContext(t)
+	c := wsConnect(t, ctx, "ws://"+g.addr+"/echo")
 	readErr := make(chan error, 1)
 	go func() {
 		_, _, err := c.Read(ctx)
@@ -508,8 +505,7 @@ tenants:
   - {name: both, path_prefix: /both, upstreams: [{url: %q}, {url: "http://%s"}], retries: {attempts: 0}}
   - {name: dead, path_prefix: /, upstreams: [{url: %q}]}
 `, dead, up.addr, dead))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := wsContext(t)
 	for range 2 { // round robin: one of the two picks the dead one first
 		c, _, err := wsDial(t, ctx, "ws://"+g.addr+"/both/echo")
 		if err != nil {
@@ -573,15 +569,11 @@ func TestWebSocketMaxLifetime(t *testing.T) {
 	t.Parallel()
 	up := startWSUpstream(t)
 	g := wsGateway(t, up, "websocket: {idle_timeout: 1m, max_lifetime: 400ms}")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := wsContext(t)
 	start := time.Now() // before the upgrade, which starts the lifetime
-	c, _, err := wsDial(t, ctx, "ws://"+g.addr+"/echo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	c := wsConnect(t, ctx, "ws://"+g.addr+"/echo")
 	// Busy all along: the lifetime ends it anyway.
+	var err error
 	for {
 		if err = c.Write(ctx, websocket.MessageText, []byte("busy")); err != nil {
 			// Closing already: the read reports how.
@@ -607,8 +599,7 @@ func TestWebSocketMaxLifetime(t *testing.T) {
 func TestWebSocketHangingUpstream(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, oneTenant("hang", "logging: {level: error}", "timeouts: {request: 300ms}", "http://"+hangingListener(t)))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := wsContext(t)
 	_, resp, err := wsDial(t, ctx, "ws://"+g.addr+"/echo")
 	if err == nil || resp == nil || resp.StatusCode != 504 {
 		t.Fatalf("hanging upstream: %v, %v; want 504", err, resp)
