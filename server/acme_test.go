@@ -25,41 +25,26 @@ import (
 // returns its address.
 func loopbackDNS(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return serveConns(t, func(c net.Conn) {
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			// RFC 1035 4.2.2: a two-byte length, then the message.
+			var l [2]byte
+			if _, err := io.ReadFull(c, l[:]); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				for {
-					// RFC 1035 4.2.2: a two-byte length, then the message.
-					var l [2]byte
-					if _, err := io.ReadFull(c, l[:]); err != nil {
-						return
-					}
-					msg := make([]byte, int(l[0])<<8|int(l[1]))
-					if _, err := io.ReadFull(c, msg); err != nil {
-						return
-					}
-					out := dnsAnswer(msg)
-					if out == nil {
-						return
-					}
-					if _, err := c.Write(append([]byte{byte(len(out) >> 8), byte(len(out))}, out...)); err != nil {
-						return
-					}
-				}
-			}()
+			msg := make([]byte, int(l[0])<<8|int(l[1]))
+			if _, err := io.ReadFull(c, msg); err != nil {
+				return
+			}
+			out := dnsAnswer(msg)
+			if out == nil {
+				return
+			}
+			if _, err := c.Write(append([]byte{byte(len(out) >> 8), byte(len(out))}, out...)); err != nil {
+				return
+			}
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // dnsAnswer answers one query: A 127.0.0.1, or no records.

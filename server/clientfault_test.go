@@ -134,27 +134,10 @@ func TestClientFaultsNeverCountAgainstTheUpstream(t *testing.T) {
 }
 
 // faultyUpstream serves each connection with serve on a real loopback
-// listener and returns its URL.
+// listener (serveConns) and returns its URL.
 func faultyUpstream(t *testing.T, serve func(c net.Conn)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				serve(c)
-			}()
-		}
-	}()
-	return "http://" + ln.Addr().String()
+	return "http://" + serveConns(t, serve)
 }
 
 // readHead reads a request head from c.

@@ -355,22 +355,11 @@ func TestH2RapidReset(t *testing.T) {
 	t.Parallel()
 	ca := newTestCA(t)
 	var accepted atomic.Int64
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			defer c.Close()
-		}
-	}()
-	_, addr := h2Gateway(t, ca, "http://"+ln.Addr().String(), "    http2: {max_concurrent_streams: 10}",
+	up := serveConns(t, func(net.Conn) { // a hanging upstream that counts
+		accepted.Add(1)
+		<-t.Context().Done()
+	})
+	_, addr := h2Gateway(t, ca, "http://"+up, "    http2: {max_concurrent_streams: 10}",
 		"    timeouts: {request: 5s}\n    retries: {attempts: 0}")
 	r := dialRawH2(t, ca, addr)
 	if err := r.until(5*time.Second, func(f http2.Frame) bool { _, ok := f.(*http2.SettingsFrame); return ok }); err != nil {
@@ -393,7 +382,7 @@ func TestH2RapidReset(t *testing.T) {
 		}
 		writeErr <- nil
 	}()
-	err = r.until(10*time.Second, func(http2.Frame) bool { return false })
+	err := r.until(10*time.Second, func(http2.Frame) bool { return false })
 	if err == nil || (!strings.Contains(err.Error(), "ENHANCE_YOUR_CALM") && !errors.Is(err, io.EOF)) {
 		t.Errorf("connection after 5000 rapid resets: %v, want GOAWAY ENHANCE_YOUR_CALM or closed", err)
 	}

@@ -339,34 +339,34 @@ func oneTenant(name, top, keys string, urls ...string) string {
 	return b.String()
 }
 
-// hangingListener accepts connections and never answers: an upstream that
-// hangs. It returns its address.
-func hangingListener(t *testing.T) string {
+// serveConns listens on a free loopback port until the test ends and
+// serves each connection with serve on a goroutine of its own, closing
+// the connection when serve returns. It returns the listener's address.
+func serveConns(t *testing.T, serve func(c net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var conns []net.Conn
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
 		}
 	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
 	return ln.Addr().String()
+}
+
+// hangingListener accepts connections and never answers until the test
+// ends: an upstream that hangs. It returns its address.
+func hangingListener(t *testing.T) string {
+	t.Helper()
+	return serveConns(t, func(net.Conn) { <-t.Context().Done() })
 }

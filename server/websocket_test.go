@@ -433,36 +433,22 @@ func TestWebSocketManyConcurrent(t *testing.T) {
 // unlisted one as a plain request.
 func TestUpgradeOtherProtocol(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				if req.Header.Get("Upgrade") != "foo/1" {
-					fmt.Fprintf(c, "HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-					return
-				}
-				// The 101 and the first bytes of the new protocol in
-				// one write: the gateway must pass both on.
-				fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo/1\r\n\r\nready\n")
-				io.Copy(c, br) //nolint:errcheck
-			}()
+	up := faultyUpstream(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
-	}()
-	g := startGateway(t, oneTenant("raw", "logging: {level: error}", "upgrade_protocols: [foo]", "http://"+ln.Addr().String()))
+		if req.Header.Get("Upgrade") != "foo/1" {
+			fmt.Fprintf(c, "HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+			return
+		}
+		// The 101 and the first bytes of the new protocol in one write:
+		// the gateway must pass both on.
+		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo/1\r\n\r\nready\n")
+		io.Copy(c, br) //nolint:errcheck
+	})
+	g := startGateway(t, oneTenant("raw", "logging: {level: error}", "upgrade_protocols: [foo]", up))
 	c, err := net.Dial("tcp", g.addr)
 	if err != nil {
 		t.Fatal(err)
