@@ -34,7 +34,7 @@ var (
 	accessEC            *ecdsa.PrivateKey
 )
 
-func accessKeys(t *testing.T) {
+func accessKeys(t testing.TB) {
 	t.Helper()
 	accessKeysOnce.Do(func() {
 		var err error
@@ -50,7 +50,7 @@ func accessKeys(t *testing.T) {
 	})
 }
 
-func signToken(t *testing.T, m jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) string {
+func signToken(t testing.TB, m jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) string {
 	t.Helper()
 	tok := jwt.NewWithClaims(m, claims)
 	if kid != "" {
@@ -63,7 +63,7 @@ func signToken(t *testing.T, m jwt.SigningMethod, key any, kid string, claims jw
 	return s
 }
 
-func pemPublic(t *testing.T, k any) string {
+func pemPublic(t testing.TB, k any) string {
 	t.Helper()
 	der, err := x509.MarshalPKIXPublicKey(k)
 	if err != nil {
@@ -526,26 +526,10 @@ func sha256Hash(b []byte) [32]byte { return sha256.Sum256(b) }
 // an API key hashed and compared per request), to set beside
 // BenchmarkProxyHandler's figure with auth off.
 func BenchmarkProxyHandlerAuth(b *testing.B) {
-	accessKeysOnce.Do(func() {
-		var err error
-		if accessRSA, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
-			panic(err)
-		}
-		accessR2 = accessRSA
-		if accessEC, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-			panic(err)
-		}
-	})
-	exp := time.Now().Add(time.Hour).Unix()
-	sign := func(m jwt.SigningMethod, key any) string {
-		s, err := jwt.NewWithClaims(m, jwt.MapClaims{"sub": "user-1", "exp": exp}).SignedString(key)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return s
-	}
-	der, _ := x509.MarshalPKIXPublicKey(&accessRSA.PublicKey)
-	rsaPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	accessKeys(b)
+	claims := jwt.MapClaims{"sub": "user-1", "exp": time.Now().Add(time.Hour).Unix()}
+	sign := func(m jwt.SigningMethod, key any) string { return signToken(b, m, key, "", claims) }
+	rsaPEM := pemPublic(b, &accessRSA.PublicKey)
 	for _, c := range []struct {
 		name, auth, header, value string
 	}{
