@@ -26,13 +26,5 @@ tenants:
 // request for it and the in-flight tracking do not.
 func BenchmarkProxyHandlerAccessLog(b *testing.B) {
 	s := newAccessLogBenchGateway(b)
-	ctx, tmpl := newBenchCtx()
-	b.ReportAllocs()
-	for b.Loop() {
-		benchRequest(ctx, tmpl)
-		s.handle(ctx)
-		if ctx.Response.StatusCode() != 200 {
-			b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
-		}
-	}
+	benchHandle(b, s)
 }

@@ -41,15 +41,7 @@ func BenchmarkProxyHandlerObserve(b *testing.B) {
 	for _, v := range observeVariants {
 		b.Run(v.name, func(b *testing.B) {
 			s := newBenchGatewayWith(b, v.yaml)
-			ctx, tmpl := newBenchCtx()
-			b.ReportAllocs()
-			for b.Loop() {
-				benchRequest(ctx, tmpl)
-				s.handle(ctx)
-				if ctx.Response.StatusCode() != 200 {
-					b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
-				}
-			}
+			benchHandle(b, s)
 		})
 	}
 }

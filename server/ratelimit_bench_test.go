@@ -33,15 +33,7 @@ tenants:
 // (key built, one GCRA check, RateLimit headers). Steady state 0 allocs/op.
 func BenchmarkProxyHandlerRateLimited(b *testing.B) {
 	s := newLimitedBenchGateway(b, "", "      - {name: per-ip, key: client_ip, rate: 1000000000, per: 1s, burst: 1000000}")
-	ctx, tmpl := newBenchCtx()
-	b.ReportAllocs()
-	for b.Loop() {
-		benchRequest(ctx, tmpl)
-		s.handle(ctx)
-		if ctx.Response.StatusCode() != 200 {
-			b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
-		}
-	}
+	benchHandle(b, s)
 }
 
 // BenchmarkProxyHandlerRedisStrict is the proxy path with a strict limit on

@@ -65,15 +65,7 @@ func BenchmarkProxyHandlerTCP(b *testing.B) {
 	}{{"upConn", false}, {"plain", true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			s := newTCPBenchServer(b, bc.plain)
-			ctx, tmpl := newBenchCtx()
-			b.ReportAllocs()
-			for b.Loop() {
-				benchRequest(ctx, tmpl)
-				s.handle(ctx)
-				if ctx.Response.StatusCode() != 200 {
-					b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
-				}
-			}
+			benchHandle(b, s)
 		})
 	}
 }
