@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -11,12 +10,5 @@ import (
 // TestMain fails the run if the tests left goroutines running
 // (internal/leakcheck).
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if err := leakcheck.Check(leakcheck.Grace); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(leakcheck.Run(m))
 }

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -12,12 +11,5 @@ import (
 // client or loop a test did not stop keeps working, and allocating, during
 // the tests after it, whose allocation budgets count the whole process.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if err := leakcheck.Check(leakcheck.Grace); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(leakcheck.Run(m))
 }

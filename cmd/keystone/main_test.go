@@ -47,15 +47,9 @@ var build struct {
 // TestMain removes the built binary and fails the run if the tests left
 // goroutines running (internal/leakcheck).
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := leakcheck.Run(m)
 	if build.dir != "" {
 		os.RemoveAll(build.dir)
-	}
-	if code == 0 {
-		if err := leakcheck.Check(leakcheck.Grace); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
 	}
 	os.Exit(code)
 }

@@ -3,16 +3,7 @@
 // the run instead of slowing, or skewing the measurements of, the tests
 // after it:
 //
-//	func TestMain(m *testing.M) {
-//		code := m.Run()
-//		if code == 0 {
-//			if err := leakcheck.Check(leakcheck.Grace); err != nil {
-//				fmt.Fprintln(os.Stderr, err)
-//				code = 1
-//			}
-//		}
-//		os.Exit(code)
-//	}
+//	func TestMain(m *testing.M) { os.Exit(leakcheck.Run(m)) }
 //
 // It checks at the end of the package rather than after each test, as
 // go.uber.org/goleak's VerifyTestMain does, because parallel tests share
@@ -22,10 +13,25 @@ package leakcheck
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
+	"testing"
 	"time"
 )
+
+// Run runs the package's tests and, if they passed, Check with Grace,
+// reporting leaks on stderr. It returns the exit code for os.Exit.
+func Run(m *testing.M) int {
+	code := m.Run()
+	if code == 0 {
+		if err := Check(Grace); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	return code
+}
 
 // Grace is how long Check waits for goroutines to end by default: a
 // server's workers and a closed connection's readers end shortly after
