@@ -17,7 +17,14 @@ import (
 // the loopback stack. The access log is off, as in the nginx comparison.
 func newBenchGateway(tb testing.TB) *Server {
 	tb.Helper()
-	return newBenchServer(tb, `
+	return newBenchGatewayWith(tb, "")
+}
+
+// newBenchGatewayWith is newBenchGateway with extra top-level settings
+// (metrics, tracing) before its own.
+func newBenchGatewayWith(tb testing.TB, extra string) *Server {
+	tb.Helper()
+	return newBenchServer(tb, extra+`
 logging: {access_log: false, level: error}
 tenants:
   - {name: other, domains: [other.example.com], upstreams: [{url: "http://127.0.0.1:1"}]}

@@ -148,7 +148,7 @@ tenants:
 	sentParent := decodeEcho(t, resp).Headers["Traceparent"][0][36:52]
 	g.get("/api/x", "traceparent", "00-"+unsampled+"-00f067aa0ba902b7-00")
 	lua := g.get("/lua/boom") // a new trace, sampled: tracing.sample_ratio is 1
-	luaLine := accessLineFor(t, g, string(lua.Header.Peek("X-Request-ID")))
+	luaLine := findAccess(t, g, string(lua.Header.Peek("X-Request-ID")))
 	luaTrace, _ := luaLine["trace_id"].(string)
 
 	eventually(t, 5*time.Second, "the spans at the collector", func() bool {

@@ -1,26 +1,6 @@
 package server
 
-import (
-	"testing"
-)
-
-// benchGatewayYAML is newBenchGateway's config with the observability
-// blocks replaced.
-func newBenchGatewayWith(tb testing.TB, observability string) *Server {
-	tb.Helper()
-	return newBenchServer(tb, observability+`
-logging: {access_log: false, level: error}
-tenants:
-  - {name: other, domains: [other.example.com], upstreams: [{url: "http://127.0.0.1:1"}]}
-  - {name: team, path_prefix: /team, upstreams: [{url: "http://127.0.0.1:1"}]}
-  - name: api
-    domains: [api.example.com]
-    path_prefix: /api
-    strip_prefix: true
-    upstreams: [{url: "http://127.0.0.1:2"}, {url: "http://127.0.0.1:3"}]
-    circuit_breaker: {}
-`)
-}
+import "testing"
 
 // observeVariants are the proxy path with metrics and tracing on and off:
 // BenchmarkProxyHandler itself runs the defaults (both on).

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -199,22 +198,6 @@ metrics: {path: /-/metrics}
 
 func goVersion() string { return runtime.Version() }
 
-// accessLineFor returns the access line of the request with the given id.
-func accessLineFor(t *testing.T, g *gateway, id string) map[string]any {
-	t.Helper()
-	var line map[string]any
-	eventually(t, 2*time.Second, "access line of "+id, func() bool {
-		for _, l := range g.accessLines() {
-			if l["request_id"] == id {
-				line = l
-				return true
-			}
-		}
-		return false
-	})
-	return line
-}
-
 // TestTraceContextPropagatesThroughTwoGateways sends requests through
 // gateway A to gateway B to an upstream and checks, at each hop, that the
 // trace id is kept and each gateway's span is the next hop's parent.
@@ -265,7 +248,7 @@ tenants:
 			if !strings.HasSuffix(tp, "-"+c.flags) {
 				t.Errorf("upstream got %s, want flags %s", tp, c.flags)
 			}
-			la, lb := accessLineFor(t, a, id), accessLineFor(t, b, id)
+			la, lb := findAccess(t, a, id), findAccess(t, b, id)
 			tid := tp[3:35]
 			if c.keepTrace && tid != traceID {
 				t.Errorf("trace id %s, want the client's %s", tid, traceID)
@@ -326,7 +309,7 @@ tenants:
 	}
 	failed = append(failed, string(g.get("/elsewhere").Header.Peek("X-Request-ID"))) // 404 of the gateway's own
 	for _, id := range failed {
-		accessLineFor(t, g, id)
+		findAccess(t, g, id)
 	}
 	if n := len(g.accessLines()); n != len(failed) {
 		t.Errorf("%d access lines, want only the %d failures", n, len(failed))
