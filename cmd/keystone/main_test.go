@@ -54,6 +54,25 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// terminate sends the gateway process SIGTERM and fails the test unless it
+// exits with status 0 within 20s; logs are its output, for the message.
+func terminate(t *testing.T, cmd *exec.Cmd, logs fmt.Stringer) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v\n%s", err, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no exit after SIGTERM\n%s", logs.String())
+	}
+}
+
 func dockerBuild() (string, error) {
 	df, err := os.ReadFile("../../Dockerfile")
 	if err != nil {
@@ -161,19 +180,7 @@ func TestOutOfTheBox(t *testing.T) {
 		t.Errorf("healthcheck against a running gateway: %v", err)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("exit after SIGTERM: %v\n%s", err, logs.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("no exit after SIGTERM\n%s", logs.String())
-	}
+	terminate(t, cmd, &logs)
 	// Logs are JSON lines with a component.
 	sc := bufio.NewScanner(&logs)
 	lines := 0

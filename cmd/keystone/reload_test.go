@@ -105,19 +105,7 @@ tenants:
 		t.Errorf("after a refused reload: %q, want v4 still", got)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("exit after SIGTERM: %v\n%s", err, logs.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("no exit after SIGTERM\n%s", logs.String())
-	}
+	terminate(t, cmd, &logs)
 	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
 		t.Errorf("pid file left behind: %v", err)
 	}
